@@ -1,0 +1,1 @@
+"""Litmus: experimentation server for ML models."""

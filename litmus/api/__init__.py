@@ -1,0 +1,1 @@
+"""Litmus api layer."""

@@ -1,0 +1,105 @@
+"""The experiment lifecycle as pure functions: each returns the changed experiment or raises."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from litmus.core.models import Experiment
+
+
+class TransitionError(Exception):
+    """An action that the experiment's current status does not allow."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class FrozenVariantsError(Exception):
+    """A change to variant keys or count after launch."""
+
+
+def launch(exp: Experiment, ramp: float | None, now: datetime) -> Experiment:
+    """Launch a draft or paused experiment, or update a running one's ramp."""
+    if exp.status not in ("draft", "running", "paused"):
+        raise TransitionError(
+            f"cannot launch: experiment is {exp.status}; only draft, paused or running "
+            "experiments can be launched or have their ramp updated",
+            exp.status,
+        )
+    new_ramp = exp.ramp if ramp is None else ramp
+    if not 0.0 < new_ramp <= 1.0:
+        raise ValueError("ramp must be greater than 0 and at most 1")
+    return replace(
+        exp,
+        status="running",
+        ramp=new_ramp,
+        launched_at=exp.launched_at or now,
+    )
+
+
+def pause(exp: Experiment) -> Experiment:
+    """Pause a running experiment: assignment answers `paused`."""
+    if exp.status != "running":
+        raise TransitionError(
+            f"cannot pause: experiment is {exp.status}; only running experiments can be paused",
+            exp.status,
+        )
+    return replace(exp, status="paused")
+
+
+def stop(exp: Experiment, winner: str | None, now: datetime) -> Experiment:
+    """Stop for good, optionally naming the winner every unit gets from then on."""
+    if exp.status == "stopped":
+        raise TransitionError("cannot stop: experiment is already stopped", exp.status)
+    if winner is not None and winner not in {v.key for v in exp.variants}:
+        raise ValueError(f"winner {winner!r} is not one of this experiment's variants")
+    return replace(exp, status="stopped", winner=winner, stopped_at=now)
+
+
+def check_deletable(exp: Experiment) -> None:
+    """Only drafts can be deleted."""
+    if exp.status != "draft":
+        raise TransitionError(
+            f"cannot delete: experiment is {exp.status}; only drafts can be deleted "
+            "(stop it instead)",
+            exp.status,
+        )
+
+
+def check_editable(old: Experiment, new: Experiment) -> None:
+    """Refuse edits that the status forbids: anything after stop, variant keys after launch."""
+    if old.status == "stopped":
+        raise TransitionError("cannot edit: experiment is stopped", old.status)
+    if old.status != "draft":
+        old_keys = [v.key for v in old.variants]
+        new_keys = [v.key for v in new.variants]
+        if old_keys != new_keys:
+            raise FrozenVariantsError(
+                f"variant keys and count are frozen once an experiment has launched "
+                f"(it is {old.status}): changing them would corrupt the analysis; "
+                "only a variant's config, name and weight may change"
+            )
+        if old.key != new.key or old.salt != new.salt:
+            raise FrozenVariantsError(
+                f"key and salt cannot change once an experiment has launched (it is {old.status}): "
+                "model routers use the key and the salt decides every unit's variant"
+            )
+        if old.allocation != new.allocation:
+            raise FrozenVariantsError(
+                f"allocation cannot change once an experiment has launched (it is {old.status})"
+            )
+
+
+def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Field-level changes between two JSON forms, ignoring bookkeeping fields."""
+    skip = {"version", "updated_at"}
+    out: dict[str, dict[str, Any]] = {}
+    for k in sorted(set(before) | set(after)):
+        if k in skip:
+            continue
+        if before.get(k) != after.get(k):
+            out[k] = {"before": before.get(k), "after": after.get(k)}
+    return out

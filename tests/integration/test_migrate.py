@@ -1,0 +1,38 @@
+"""Migrations: applied in order, once each, even with two migrators at the same moment."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from litmus.db.migrate import migrate, migration_files
+from tests.conftest import drop_database, with_database
+
+
+@pytest.fixture
+async def empty_db(pg_server_url: str) -> AsyncIterator[str]:
+    name = "litmus_empty_" + str(id(object()))
+    conn = await asyncpg.connect(pg_server_url)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    yield with_database(pg_server_url, name)
+    await drop_database(pg_server_url, name)
+
+
+async def test_two_concurrent_migrators_apply_each_once(empty_db: str) -> None:
+    c1, c2 = await asyncpg.connect(empty_db), await asyncpg.connect(empty_db)
+    try:
+        r1, r2 = await asyncio.gather(migrate(c1), migrate(c2))
+        expected = [p.name for p in migration_files()]
+        assert sorted(r1 + r2) == expected
+        assert not (set(r1) & set(r2))
+        rows = await c1.fetch("SELECT name FROM schema_migrations ORDER BY name")
+        assert [r["name"] for r in rows] == expected
+        assert await migrate(c1) == []
+        assert await c1.fetchval("SELECT to_regclass('experiments') IS NOT NULL")
+    finally:
+        await c1.close()
+        await c2.close()
