@@ -8,7 +8,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import socket
 import sys
 from dataclasses import replace
 
@@ -25,45 +24,11 @@ def _settings() -> Settings:
         raise SystemExit(2) from None
 
 
-def _serve_one(settings: Settings, sock: socket.socket | None = None) -> None:
-    """Run one full app in this process until SIGTERM/SIGINT."""
-    import gc
-
-    import uvloop
-    from aiohttp import web
-
-    from litmus.app import create_app
-    from litmus.logs import configure
-
-    configure(settings)
-    app = create_app(settings)
-
-    async def _freeze(_: web.Application) -> None:
-        # Start-up objects live forever: keep them out of the young generations.
-        gc.collect()
-        gc.freeze()
-
-    app.on_startup.append(_freeze)
-    gc.set_threshold(50_000, 50, 100)
-    kwargs: dict[str, object] = {"access_log": None, "print": None, "shutdown_timeout": 30}
-    if sock is not None:
-        web.run_app(app, sock=sock, loop=uvloop.new_event_loop(), **kwargs)  # type: ignore[arg-type]
-    else:
-        web.run_app(
-            app, host=settings.host, port=settings.port, reuse_port=settings.workers > 1,
-            loop=uvloop.new_event_loop(), **kwargs,  # type: ignore[arg-type]
-        )
-
-
-def _worker(settings: Settings) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    _serve_one(settings)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start the embedded database when needed, migrate once, and serve."""
     from litmus.db.pool import resolve_dsn, run_migrations
     from litmus.logs import configure
+    from litmus.serve import serve_one, worker
     from litmus.services.auth import ensure_admin_token
 
     settings = _settings()
@@ -98,10 +63,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         print("  Admin token: the first of ADMIN_API_TOKENS", flush=True)
     if settings.workers == 1:
-        _serve_one(settings)
+        serve_one(settings)
         return 0
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(settings,), daemon=False) for _ in range(settings.workers)]
+    procs = [ctx.Process(target=worker, args=(settings,), daemon=False) for _ in range(settings.workers)]
     for p in procs:
         p.start()
 

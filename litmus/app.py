@@ -6,11 +6,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from litmus.api import experiments, ops, ui
+from litmus.api import assign, events, experiments, ops, results, ui
 from litmus.api.middleware import auth_middleware, error_middleware
 from litmus.db.pool import open_database
-from litmus.keys import AUTH, DSN, POOL, SETTINGS
+from litmus.keys import AUTH, DSN, POOL, RECOMPUTE, REGISTRY, SETTINGS
 from litmus.services.auth import Authenticator
+from litmus.services.recompute import Recompute
+from litmus.services.registry import Registry
 from litmus.settings import Settings
 
 
@@ -20,6 +22,28 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         app[DSN] = dsn
         app[POOL] = pool
         yield
+
+
+async def registry_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Every experiment in memory, kept fresh by LISTEN/NOTIFY."""
+    registry = Registry(app[POOL], app[DSN], app[SETTINGS].registry_reload_s)
+    await registry.start()
+    app[REGISTRY] = registry
+    try:
+        yield
+    finally:
+        await registry.stop()
+
+
+async def recompute_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The leader-elected results and bandit loop (every process competes for the lock)."""
+    recompute = Recompute(app[POOL], app[DSN], app[REGISTRY], app[SETTINGS].recompute_interval_s)
+    app[RECOMPUTE] = recompute
+    await recompute.start()
+    try:
+        yield
+    finally:
+        await recompute.stop()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -32,7 +56,13 @@ def create_app(settings: Settings) -> web.Application:
     app[AUTH] = Authenticator(settings.admin_tokens, settings.client_tokens)
     # Order matters: aiohttp exits these in reverse, so later services stop first.
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(registry_ctx)
+    app.cleanup_ctx.append(events.ingest_ctx)
+    app.cleanup_ctx.append(recompute_ctx)
     app.add_routes(ops.routes)
     app.add_routes(experiments.routes)
+    app.add_routes(assign.routes)
+    app.add_routes(events.routes)
+    app.add_routes(results.routes)
     app.add_routes(ui.routes)
     return app

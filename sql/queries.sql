@@ -43,3 +43,110 @@ VALUES ($1, $2, $3, $4, $5, $6);
 -- name: audit_list
 SELECT at, actor, action, changes, before, after FROM experiment_audit
 WHERE experiment_id = $1 ORDER BY id DESC LIMIT $2;
+
+-- name: registry_all
+SELECT e.*, b.weights AS bandit_weights
+FROM experiments e LEFT JOIN bandit_state b ON b.experiment_id = e.id;
+
+-- name: registry_one
+SELECT e.*, b.weights AS bandit_weights
+FROM experiments e LEFT JOIN bandit_state b ON b.experiment_id = e.id
+WHERE e.id = $1;
+
+-- name: watermark_lock
+SELECT xid_lo FROM recompute_watermark WHERE id = 1 FOR UPDATE;
+
+-- name: snapshot_xmin
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
+
+-- name: fold_exposures
+INSERT INTO unit_exposures AS u (experiment_id, unit_id, variant, first_ts, exposures)
+SELECT experiment_id, unit_id, (array_agg(variant ORDER BY ts, ingest_xid))[1], min(ts), count(*)
+FROM exposures
+WHERE ingest_xid >= $1 AND ingest_xid < $2
+  -- A stopped experiment's analysis ends at the stop: afterwards every unit gets the winner.
+  AND NOT EXISTS (SELECT 1 FROM experiments x
+                  WHERE x.id = experiment_id AND x.stopped_at IS NOT NULL AND ts > x.stopped_at)
+GROUP BY experiment_id, unit_id
+ON CONFLICT (experiment_id, unit_id) DO UPDATE SET
+    variant = CASE WHEN EXCLUDED.first_ts < u.first_ts THEN EXCLUDED.variant ELSE u.variant END,
+    first_ts = LEAST(u.first_ts, EXCLUDED.first_ts),
+    exposures = u.exposures + EXCLUDED.exposures;
+
+-- name: fold_metrics
+INSERT INTO unit_metrics AS m (experiment_id, unit_id, metric, total, events)
+SELECT experiment_id, unit_id, metric, sum(value), count(*)
+FROM metric_events
+WHERE ingest_xid >= $1 AND ingest_xid < $2
+  -- A stopped experiment's analysis ends at the stop: afterwards every unit gets the winner.
+  AND NOT EXISTS (SELECT 1 FROM experiments x
+                  WHERE x.id = experiment_id AND x.stopped_at IS NOT NULL AND ts > x.stopped_at)
+GROUP BY experiment_id, unit_id, metric
+ON CONFLICT (experiment_id, unit_id, metric) DO UPDATE SET
+    total = m.total + EXCLUDED.total,
+    events = m.events + EXCLUDED.events;
+
+-- name: watermark_set
+UPDATE recompute_watermark SET xid_lo = $1, folded_at = now() WHERE id = 1;
+
+-- name: agg_exposures
+SELECT variant, count(*) AS units, sum(exposures)::bigint AS events
+FROM unit_exposures WHERE experiment_id = $1 GROUP BY variant;
+
+-- name: agg_metrics
+SELECT e.variant, m.metric, sum(m.events)::bigint AS count, count(*) AS units,
+       sum(m.total) AS sum, sum(m.total * m.total) AS sum_sq
+FROM unit_metrics m
+JOIN unit_exposures e ON e.experiment_id = m.experiment_id AND e.unit_id = m.unit_id
+WHERE m.experiment_id = $1
+GROUP BY e.variant, m.metric;
+
+-- name: agg_unattributed
+SELECT m.metric, sum(m.events)::bigint AS count, sum(m.total) AS sum
+FROM unit_metrics m
+WHERE m.experiment_id = $1 AND NOT EXISTS (
+    SELECT 1 FROM unit_exposures e WHERE e.experiment_id = m.experiment_id AND e.unit_id = m.unit_id)
+GROUP BY m.metric;
+
+-- name: agg_timeline
+SELECT date_bin($2::interval, first_ts, $3::timestamptz) AS t, variant, count(*) AS units
+FROM unit_exposures WHERE experiment_id = $1
+GROUP BY 1, 2 ORDER BY 1;
+
+-- name: recompute_targets
+SELECT id FROM experiments
+WHERE status IN ('running', 'paused')
+   OR (status = 'stopped' AND stopped_at > now() - $1::interval)
+ORDER BY id;
+
+-- name: snapshot_upsert
+INSERT INTO results_snapshots (experiment_id, computed_at, snapshot, anytime_p)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (experiment_id) DO UPDATE SET
+    computed_at = EXCLUDED.computed_at, snapshot = EXCLUDED.snapshot, anytime_p = EXCLUDED.anytime_p;
+
+-- name: snapshot_get
+SELECT computed_at, snapshot, anytime_p FROM results_snapshots WHERE experiment_id = $1;
+
+-- name: bandit_get
+SELECT weights, p_best, top_variant, converged, converged_at, converged_variant, burn_in, updated_at
+FROM bandit_state WHERE experiment_id = $1;
+
+-- name: bandit_upsert
+INSERT INTO bandit_state AS b (experiment_id, weights, p_best, top_variant, converged, converged_at,
+                               converged_variant, burn_in, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (experiment_id) DO UPDATE SET
+    weights = EXCLUDED.weights, p_best = EXCLUDED.p_best, top_variant = EXCLUDED.top_variant,
+    converged = EXCLUDED.converged, converged_at = EXCLUDED.converged_at,
+    converged_variant = EXCLUDED.converged_variant, burn_in = EXCLUDED.burn_in,
+    updated_at = EXCLUDED.updated_at;
+
+-- name: bandit_history_add
+INSERT INTO bandit_history (experiment_id, t, weights, p_best) VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING;
+
+-- name: bandit_history_get
+SELECT t, weights, p_best FROM (
+    SELECT t, weights, p_best FROM bandit_history WHERE experiment_id = $1 ORDER BY t DESC LIMIT $2
+) h ORDER BY t;

@@ -211,3 +211,15 @@ async def history(pool: asyncpg.Pool, exp_id: str, limit: int = 500) -> list[dic
         }
         for r in rows
     ]
+
+
+async def registry_rows(
+    conn: asyncpg.Pool | asyncpg.Connection, exp_id: str | None = None
+) -> list[tuple[Experiment, dict[str, float] | None]]:
+    """Experiments with their current bandit weights (all of them, or one by id)."""
+    if exp_id is None:
+        rows = await conn.fetch(q("registry_all"))
+    else:
+        uid = _parse_id(exp_id)
+        rows = [] if uid is None else await conn.fetch(q("registry_one"), uid)
+    return [(row_to_experiment(r), r["bandit_weights"]) for r in rows]

@@ -28,7 +28,7 @@ def test_values_are_read() -> None:
     assert s.database_url == "postgresql://u@h/db"
     assert (s.port, s.host, s.workers, s.recompute_interval_s) == (9000, "0.0.0.0", 4, 2.5)
     assert s.log_level == "DEBUG"
-    assert [t.name for t in s.admin_tokens][0] == "alice"
+    assert next(t.name for t in s.admin_tokens) == "alice"
     assert s.admin_tokens[1].secret == "secret-bbbb"
     assert s.client_tokens[0].name == "r"
 
@@ -74,7 +74,7 @@ def test_generated_admin_token_persists_with_mode_0600(tmp_path: Path) -> None:
     assert secret1 and s1.admin_tokens[0].secret == secret1
     path = tmp_path / "data" / TOKEN_FILE
     assert path.stat().st_mode & 0o777 == 0o600
-    s2, secret2 = ensure_admin_token(s)
+    _s2, secret2 = ensure_admin_token(s)
     assert secret2 == secret1
     configured = Settings(data_dir=tmp_path / "x", admin_tokens=(parse_token("k:kkkkkkkk"),))
     s3, secret3 = ensure_admin_token(configured)

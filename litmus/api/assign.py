@@ -1,0 +1,236 @@
+"""The assignment hot path: assign, batch, per-unit assignments, config and its SSE stream.
+
+Hand-validated rather than pydantic: this is the route model routers call on every request,
+and a dict check costs a fraction of a model validation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from litmus.api.middleware import read_json
+from litmus.core.assignment import assign as core_assign
+from litmus.errors import NotFound, PayloadTooLarge, ValidationFailed
+from litmus.keys import REGISTRY
+from litmus.services.registry import Entry, Registry
+
+routes = web.RouteTableDef()
+MAX_BATCH = 1000
+MAX_UNIT_ID = 256
+HEARTBEAT_S = 15.0
+_JSON = "application/json"
+# Ingestion registers a callable here: (entry, unit_id, variant) -> None, non-blocking.
+EXPOSURE_HOOK: web.AppKey[Callable[[Entry, str, str], None]] = web.AppKey("exposure_hook")
+
+
+def _fast(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type=_JSON)
+
+
+def _check_request(item: Any, prefix: str, fields: dict[str, str]) -> None:
+    """Record every problem of one assign request under its field path."""
+    if not isinstance(item, dict):
+        fields[prefix or "body"] = "must be a JSON object"
+        return
+    p = f"{prefix}." if prefix else ""
+    exp = item.get("experiment")
+    if not isinstance(exp, str) or not exp:
+        fields[p + "experiment"] = "required: an experiment key or id"
+    _check_unit(item, p, fields)
+    log = item.get("log_exposure", False)
+    if not isinstance(log, bool):
+        fields[p + "log_exposure"] = "must be true or false"
+    unknown = set(item) - {"experiment", "unit_id", "attributes", "log_exposure"}
+    for k in sorted(unknown):
+        fields[p + k] = "unknown field"
+
+
+def _check_unit(item: dict[str, Any], p: str, fields: dict[str, str]) -> None:
+    unit = item.get("unit_id")
+    if not isinstance(unit, str) or not unit:
+        fields[p + "unit_id"] = "required: a non-empty string"
+    elif len(unit) > MAX_UNIT_ID:
+        fields[p + "unit_id"] = f"at most {MAX_UNIT_ID} characters (got {len(unit)})"
+    attrs = item.get("attributes")
+    if attrs is not None and not isinstance(attrs, dict):
+        fields[p + "attributes"] = "must be a JSON object"
+
+
+def _raise(fields: dict[str, str]) -> None:
+    if fields:
+        first = next(iter(fields.items()))
+        raise ValidationFailed(f"invalid request: {first[0]}: {first[1]}", fields=fields)
+
+
+def _answer(entry: Entry, unit_id: str, attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    a = core_assign(entry.compiled, unit_id, attributes)
+    return {
+        "experiment": entry.experiment.key,
+        "unit_id": unit_id,
+        "variant": a.variant,
+        "config": a.config,
+        "reason": a.reason,
+        "probability": a.probability,
+        "version": a.version,
+    }
+
+
+def _log_exposure(app: web.Application, entry: Entry, unit_id: str, variant: str | None) -> None:
+    if variant is None:
+        return
+    hook = app.get(EXPOSURE_HOOK)
+    if hook is not None:
+        hook(entry, unit_id, variant)
+
+
+def _lookup(registry: Registry, ref: str) -> Entry:
+    entry = registry.get(ref)
+    if entry is None:
+        raise NotFound(f"experiment {ref!r} not found", fields={"experiment": "unknown experiment"})
+    return entry
+
+
+@routes.post("/api/v1/assign", name="client.assign")
+async def assign(request: web.Request) -> web.Response:
+    """The variant one unit gets in one experiment."""
+    body = await read_json(request)
+    fields: dict[str, str] = {}
+    _check_request(body, "", fields)
+    _raise(fields)
+    entry = _lookup(request.app[REGISTRY], body["experiment"])
+    answer = _answer(entry, body["unit_id"], body.get("attributes"))
+    if body.get("log_exposure"):
+        _log_exposure(request.app, entry, body["unit_id"], answer["variant"])
+    return _fast(answer)
+
+
+@routes.post("/api/v1/assign/batch", name="client.assign.batch")
+async def assign_batch(request: web.Request) -> web.Response:
+    """Up to 1000 assign requests in one body, answered in order.
+
+    Accepts {"requests": [{experiment, unit_id, ...}, ...]} or the shorthand
+    {"experiment": k, "unit_ids": [...], "attributes"?, "log_exposure"?}."""
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ValidationFailed("request body must be a JSON object", fields={"body": "not an object"})
+    if "unit_ids" in body:
+        units = body.get("unit_ids")
+        if not isinstance(units, list):
+            raise ValidationFailed("unit_ids must be a list", fields={"unit_ids": "must be a list"})
+        items: Any = [
+            {"experiment": body.get("experiment"), "unit_id": u,
+             **({"attributes": body["attributes"]} if "attributes" in body else {}),
+             **({"log_exposure": body["log_exposure"]} if "log_exposure" in body else {})}
+            for u in units
+        ]
+        key = "unit_ids"
+    else:
+        items = body.get("requests")
+        key = "requests"
+        if not isinstance(items, list):
+            raise ValidationFailed(
+                "send {\"requests\": [...]} or {\"experiment\": ..., \"unit_ids\": [...]}",
+                fields={"requests": "required: a list of assign requests"},
+            )
+    if len(items) > MAX_BATCH:
+        raise PayloadTooLarge(
+            f"a batch holds at most {MAX_BATCH} assignments; this one has {len(items)}: split it"
+        )
+    fields: dict[str, str] = {}
+    for i, item in enumerate(items):
+        _check_request(item, f"{key}[{i}]", fields)
+    if key == "unit_ids":
+        fields = {k.replace(".unit_id", "").replace("unit_ids[", "unit_ids["): v for k, v in fields.items()}
+    _raise(fields)
+    registry = request.app[REGISTRY]
+    out: list[dict[str, Any]] = []
+    cache: dict[str, Entry | None] = {}
+    for item in items:
+        ref = item["experiment"]
+        entry = cache[ref] if ref in cache else cache.setdefault(ref, registry.get(ref))
+        if entry is None:
+            out.append({"experiment": ref, "unit_id": item["unit_id"],
+                        "error": {"code": "not_found", "message": f"experiment {ref!r} not found"}})
+            continue
+        answer = _answer(entry, item["unit_id"], item.get("attributes"))
+        if item.get("log_exposure"):
+            _log_exposure(request.app, entry, item["unit_id"], answer["variant"])
+        out.append(answer)
+    return _fast({"assignments": out})
+
+
+@routes.post("/api/v1/assignments", name="client.assignments")
+async def assignments(request: web.Request) -> web.Response:
+    """One unit's assignment in every running experiment."""
+    body = await read_json(request)
+    fields: dict[str, str] = {}
+    if not isinstance(body, dict):
+        fields["body"] = "must be a JSON object"
+    else:
+        _check_unit(body, "", fields)
+        for k in sorted(set(body) - {"unit_id", "attributes", "log_exposure"}):
+            fields[k] = "unknown field"
+    _raise(fields)
+    unit_id: str = body["unit_id"]
+    attrs = body.get("attributes")
+    result: dict[str, Any] = {}
+    for entry in request.app[REGISTRY].running():
+        answer = _answer(entry, unit_id, attrs)
+        del answer["experiment"], answer["unit_id"]
+        result[entry.experiment.key] = answer
+        if body.get("log_exposure") is True:
+            _log_exposure(request.app, entry, unit_id, answer["variant"])
+    return _fast({"unit_id": unit_id, "assignments": result})
+
+
+@routes.get("/api/v1/config", name="client.config")
+async def config(request: web.Request) -> web.Response:
+    """Every served experiment compiled for local evaluation; ETag and 304."""
+    registry = request.app[REGISTRY]
+    etag = f'"{registry.etag}"'
+    inm = request.headers.get("If-None-Match")
+    if inm is not None and etag in {t.strip() for t in inm.split(",")}:
+        return web.Response(status=304, headers={"ETag": etag})
+    return web.Response(body=registry.config_body, content_type=_JSON, headers={"ETag": etag})
+
+
+@routes.get("/api/v1/config/stream", name="client.config.stream")
+async def config_stream(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: the current config, then each new version, with heartbeats."""
+    registry = request.app[REGISTRY]
+    resp = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream",
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+    })
+    await resp.prepare(request)
+    queue = registry.subscribe()
+    try:
+        await resp.write(_sse(registry.etag, registry.config_body))
+        while True:
+            try:
+                version, body = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+            except TimeoutError:
+                await resp.write(b": heartbeat\n\n")
+                continue
+            # Skip to the newest body when several changes queued up.
+            while not queue.empty():
+                version, body = queue.get_nowait()
+            await resp.write(_sse(version, body))
+    except ConnectionResetError:
+        pass
+    finally:
+        registry.unsubscribe(queue)
+        with contextlib.suppress(Exception):
+            await resp.write_eof()
+    return resp
+
+
+def _sse(version: str, body: bytes) -> bytes:
+    return b"event: config\nid: " + version.encode() + b"\ndata: " + body + b"\n\n"

@@ -1,0 +1,118 @@
+"""Results storage: incremental per-unit folding, per-experiment aggregates, snapshots, bandit state."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from litmus.core.bandit import BanditState
+from litmus.core.snapshot import MetricAgg
+from litmus.db.queries import q
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregates:
+    """Everything a snapshot needs from the database, keyed by variant position."""
+
+    exposures: dict[int, tuple[int, int]]
+    metrics: dict[str, dict[int, MetricAgg]]
+    unattributed: dict[str, tuple[int, float]]
+    timeline: list[tuple[datetime, int, int]]
+
+
+async def fold_new_events(conn: asyncpg.Connection) -> tuple[int, int]:
+    """Fold every event committed since the watermark into the per-unit tables.
+
+    Returns the (old, new) watermark. Runs in one transaction, so a crash folds nothing twice."""
+    async with conn.transaction():
+        lo = await conn.fetchval(q("watermark_lock"))
+        hi = await conn.fetchval(q("snapshot_xmin"))
+        if hi > lo:
+            await conn.execute(q("fold_exposures"), lo, hi)
+            await conn.execute(q("fold_metrics"), lo, hi)
+            await conn.execute(q("watermark_set"), hi)
+    return int(lo), int(max(hi, lo))
+
+
+async def recompute_targets(conn: asyncpg.Connection, stopped_within: timedelta) -> list[str]:
+    """Running and paused experiments, and those stopped within `stopped_within`."""
+    return [str(r["id"]) for r in await conn.fetch(q("recompute_targets"), stopped_within)]
+
+
+async def aggregates(conn: asyncpg.Connection, exp_id: str, bucket: timedelta,
+                     origin: datetime) -> Aggregates:
+    """Unit-level sufficient statistics per variant and metric for one experiment."""
+    uid = uuid.UUID(exp_id)
+    exposures = {
+        r["variant"]: (int(r["units"]), int(r["events"]))
+        for r in await conn.fetch(q("agg_exposures"), uid)
+    }
+    metrics: dict[str, dict[int, MetricAgg]] = {}
+    for r in await conn.fetch(q("agg_metrics"), uid):
+        metrics.setdefault(r["metric"], {})[r["variant"]] = MetricAgg(
+            count=int(r["count"]), units=int(r["units"]), sum=float(r["sum"]),
+            sum_sq=float(r["sum_sq"]),
+        )
+    unattributed = {
+        r["metric"]: (int(r["count"]), float(r["sum"]))
+        for r in await conn.fetch(q("agg_unattributed"), uid)
+    }
+    timeline = [
+        (r["t"], r["variant"], int(r["units"]))
+        for r in await conn.fetch(q("agg_timeline"), uid, bucket, origin)
+    ]
+    return Aggregates(exposures, metrics, unattributed, timeline)
+
+
+async def save_snapshot(conn: asyncpg.Connection, exp_id: str, computed_at: datetime,
+                        snapshot: dict[str, Any], anytime_p: dict[str, float]) -> None:
+    """Store the latest snapshot (one row per experiment)."""
+    await conn.execute(q("snapshot_upsert"), uuid.UUID(exp_id), computed_at, snapshot, anytime_p)
+
+
+async def load_snapshot(conn: asyncpg.Pool | asyncpg.Connection,
+                        exp_id: str) -> tuple[datetime, dict[str, Any], dict[str, float]] | None:
+    """The latest stored snapshot, or None before the first recompute."""
+    row = await conn.fetchrow(q("snapshot_get"), uuid.UUID(exp_id))
+    if row is None:
+        return None
+    return row["computed_at"], row["snapshot"], row["anytime_p"]
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.isoformat().replace("+00:00", "Z")
+
+
+async def load_bandit(conn: asyncpg.Connection, exp_id: str) -> tuple[BanditState, datetime] | None:
+    """The stored bandit state and when it was computed, or None."""
+    row = await conn.fetchrow(q("bandit_get"), uuid.UUID(exp_id))
+    if row is None:
+        return None
+    state = BanditState(
+        weights=row["weights"], p_best=row["p_best"], top_variant=row["top_variant"],
+        converged=row["converged"], converged_at=_iso(row["converged_at"]),
+        converged_variant=row["converged_variant"], burn_in=row["burn_in"],
+    )
+    return state, row["updated_at"]
+
+
+async def save_bandit(conn: asyncpg.Connection, exp_id: str, state: BanditState,
+                      at: datetime) -> None:
+    """Store new weights (NOTIFYs every registry) and append them to the history."""
+    uid = uuid.UUID(exp_id)
+    converged_at = datetime.fromisoformat(state.converged_at.replace("Z", "+00:00")) \
+        if state.converged_at else None
+    async with conn.transaction():
+        await conn.execute(q("bandit_upsert"), uid, state.weights, state.p_best, state.top_variant,
+                           state.converged, converged_at, state.converged_variant, state.burn_in, at)
+        await conn.execute(q("bandit_history_add"), uid, at, state.weights, state.p_best)
+
+
+async def bandit_history(conn: asyncpg.Connection, exp_id: str, limit: int = 500) -> list[dict[str, Any]]:
+    """The last `limit` weight updates, oldest first."""
+    rows = await conn.fetch(q("bandit_history_get"), uuid.UUID(exp_id), limit)
+    return [{"t": _iso(r["t"]), "weights": r["weights"], "p_best": r["p_best"]} for r in rows]

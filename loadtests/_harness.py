@@ -1,0 +1,125 @@
+"""Shared pieces of the benchmarks: start servers, run wrk, print ratios."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "bench-admin-token-0123456789"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def need_wrk() -> str:
+    """The wrk binary, installed from Debian when missing (root only)."""
+    path = shutil.which("wrk")
+    if path:
+        return path
+    if os.geteuid() == 0:
+        print("installing wrk (Debian package) for the benchmark...", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        path = shutil.which("wrk")
+        if not path:
+            subprocess.run(["apt-get", "update", "-qq"], check=False, stdout=subprocess.DEVNULL)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
+                           stdout=subprocess.DEVNULL)
+            path = shutil.which("wrk")
+    if not path:
+        sys.exit("wrk is needed for this benchmark: apt-get install -y wrk")
+    return path
+
+
+def wait_ready(url: str, timeout_s: float = 60.0) -> None:
+    """Poll until GET url answers."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout_s} s")
+
+
+def api(base: str, method: str, path: str, body: Any = None) -> Any:
+    """Call the Litmus API as admin."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method=method, headers={
+        "Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        raw = r.read()
+        return json.loads(raw) if raw else None
+
+
+class Proc:
+    """A background process pinned to one core, killed on exit."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, core: int = 0) -> None:
+        cmd = (["taskset", "-c", str(core)] if shutil.which("taskset") else []) + args
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-", suffix=".log", delete=False)  # noqa: SIM115
+        self.p = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=self.log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self) -> None:
+        """SIGTERM the group, then wait."""
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGTERM)
+            try:
+                self.p.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+
+
+def litmus_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> tuple[Proc, str]:
+    """`litmus serve` with the embedded PostgreSQL in data_dir, on core 0."""
+    port = free_port()
+    env = {"LITMUS_DATA_DIR": str(data_dir), "ADMIN_API_TOKENS": f"bench:{TOKEN}",
+           "LITMUS_PORT": str(port), "LITMUS_LOG_LEVEL": "WARNING", **(extra_env or {})}
+    env.pop("DATABASE_URL", None)
+    proc = Proc([sys.executable, "-m", "litmus", "serve"], env=env, core=0)
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(base + "/readyz", 90)
+    return proc, base
+
+
+_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_LAT = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)", re.M)
+
+
+def wrk(url: str, body: bytes, seconds: int = 8, connections: int = 64,
+        headers: dict[str, str] | None = None) -> dict[str, float]:
+    """POST `body` to url with wrk on core 1; returns req/s and p50/p99 in ms."""
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    lua_body = body.decode().replace("\\", "\\\\").replace('"', '\\"')
+    script.write('wrk.method = "POST"\n' + f'wrk.body = "{lua_body}"\n' + "".join(
+        f'wrk.headers["{k}"] = "{v}"\n' for k, v in hdrs.items()))
+    script.close()
+    cmd = (["taskset", "-c", "1"] if shutil.which("taskset") else []) + [
+        need_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    m = _RPS.search(out)
+    if not m:
+        raise RuntimeError(f"wrk printed no rate:\n{out}")
+    lat = {p: float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[u] for p, v, u in _LAT.findall(out)}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": float(m.group(1)), "p50_ms": lat.get("50", 0.0), "p99_ms": lat.get("99", 0.0),
+            "non_2xx": float(errors.group(1)) if errors else 0.0}
