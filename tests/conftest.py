@@ -129,7 +129,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
+async def client(settings: Settings, aiohttp_client: Any) -> TestClient:
     """An aiohttp test client on a full app."""
     return await aiohttp_client(create_app(settings))
 

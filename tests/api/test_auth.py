@@ -45,7 +45,7 @@ async def test_probes_are_public(client: TestClient) -> None:
     assert (await resp.json()) == {"status": "ready"}
 
 
-async def test_admin_token_name_goes_to_audit(aiohttp_client: Any, settings: Any) -> None:
+async def test_admin_token_name_goes_to_audit(settings: Any, aiohttp_client: Any) -> None:
     from dataclasses import replace
 
     from litmus.app import create_app

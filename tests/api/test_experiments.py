@@ -307,7 +307,7 @@ async def test_unknown_route_and_wrong_method_are_json(client: TestClient) -> No
     assert (await resp.json())["error"]["code"] == "method_not_allowed"
 
 
-async def test_body_over_limit_is_413(aiohttp_client: Any, settings: Any) -> None:
+async def test_body_over_limit_is_413(settings: Any, aiohttp_client: Any) -> None:
     from dataclasses import replace
 
     from litmus.app import create_app
