@@ -1,0 +1,95 @@
+"""Event batches into PostgreSQL: COPY into staging, one statement into the partitioned tables."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from litmus.db.queries import SQL_DIR, load
+
+EXPOSURE_COLUMNS = ("experiment_id", "unit_id", "variant", "ts", "event_id", "dedupe")
+METRIC_COLUMNS = (
+    "experiment_id", "unit_id", "metric", "value", "variant", "ts", "event_id", "dedupe",
+)
+# asyncpg errors that mean "the database is not there right now": retry, do not drop.
+TRANSIENT = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.QueryCanceledError,
+    asyncpg.LockNotAvailableError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
+
+
+def q(name: str) -> str:
+    """One named query of sql/events.sql."""
+    return load(SQL_DIR / "events.sql")[name]
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """How many rows one flush stored (repeats of an earlier event_id are not stored)."""
+
+    exposures: int
+    metrics: int
+
+
+async def connect(dsn: str, timeout: float = 5.0) -> asyncpg.Connection:
+    """A writer connection with its staging tables."""
+    conn = await asyncpg.connect(dsn, timeout=timeout, command_timeout=None)
+    try:
+        await conn.execute(q("stage_create"))
+    except BaseException:
+        conn.terminate()
+        raise
+    return conn
+
+
+async def write_batch(
+    conn: asyncpg.Connection,
+    exposures: Sequence[tuple[Any, ...]],
+    metrics: Sequence[tuple[Any, ...]],
+) -> Stored:
+    """Store one flush in one transaction: a COPY per table, then one moving statement."""
+    async with conn.transaction():
+        if exposures:
+            await conn.copy_records_to_table(
+                "stage_exposures", records=exposures, columns=EXPOSURE_COLUMNS
+            )
+        if metrics:
+            await conn.copy_records_to_table(
+                "stage_metric_events", records=metrics, columns=METRIC_COLUMNS
+            )
+        row = await conn.fetchrow(q("stage_flush"))
+    assert row is not None
+    return Stored(int(row["exposures"]), int(row["metrics"]))
+
+
+async def ensure_partitions(
+    conn: asyncpg.Connection | asyncpg.Pool, months_back: int = 1, months_ahead: int = 3
+) -> int:
+    """Create the monthly event partitions around now; returns how many were made."""
+    made = await conn.fetchval(q("ensure_partitions"), months_back, months_ahead)
+    return int(made or 0)
+
+
+async def watermark(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    """The ingest_xid below which every row is committed (see sql/events.sql)."""
+    return int(await conn.fetchval(q("watermark")))
+
+
+async def counts(conn: asyncpg.Connection | asyncpg.Pool, experiment_id: str) -> Stored:
+    """Stored exposures and metric events of one experiment."""
+    row = await conn.fetchrow(q("event_counts"), uuid.UUID(experiment_id))
+    assert row is not None
+    return Stored(int(row["exposures"]), int(row["metrics"]))

@@ -1,0 +1,509 @@
+"""Event ingestion: a bounded buffer, group commit, backpressure, outage retries and drain.
+
+Handlers hand validated rows to `Ingestor.submit`; one writer task takes everything buffered
+when the oldest waiting event reaches `flush_age` or the buffer holds `flush_events`, stores it
+in one transaction (a COPY per table into staging, one statement into the partitioned tables,
+with event_id dedupe) on a connection of its own, and only then resolves the waiters: a 202
+means the events are committed. While a flush runs the next one gathers, so batches grow with
+load. Past `buffer_events`/`buffer_bytes` (counting what is being written) submissions are
+refused at once (503). When PostgreSQL is unreachable the writer retries with backoff; each
+waiting request gives up after `wait_s` with a 503, and a flush still running at that moment
+is cancelled first, so a 503 means "not stored". Events accepted with `wait=False` are kept
+and retried until stored (the buffer bound keeps memory bounded). `close()` refuses new
+events and drains everything accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import count
+from typing import Any
+
+import asyncpg
+
+from litmus.db import events as db
+from litmus.errors import LitmusError, Unavailable
+from litmus.settings import Settings
+
+log = logging.getLogger("litmus.ingest")
+
+# Stage rows, in the column order of the `stage_*` tables in sql/events.sql:
+ExposureRow = tuple[uuid.UUID, str, int, datetime, str, bool]
+"""(experiment_id, unit_id, variant index, ts, event_id, dedupe)"""
+MetricRow = tuple[uuid.UUID, str, str, float, int | None, datetime, str, bool]
+"""(experiment_id, unit_id, metric, value, variant index | None, ts, event_id, dedupe)"""
+
+Writer = Callable[
+    [asyncpg.Connection, Sequence[tuple[Any, ...]], Sequence[tuple[Any, ...]]],
+    Awaitable[db.Stored],
+]
+Connector = Callable[[str], Awaitable[asyncpg.Connection]]
+PARTITIONS_EVERY_S = 6 * 3600.0
+
+
+@dataclass(slots=True)
+class EventBatch:
+    """Validated rows ready for COPY, and their approximate size in memory."""
+
+    exposures: list[ExposureRow] = field(default_factory=list)
+    metrics: list[MetricRow] = field(default_factory=list)
+    nbytes: int = 0
+
+    def __len__(self) -> int:
+        return len(self.exposures) + len(self.metrics)
+
+
+class ServerIds:
+    """Event ids for events sent without one: unique per process start, cheap to make."""
+
+    def __init__(self) -> None:
+        self._prefix = "srv-" + os.urandom(8).hex() + "-"
+        self._n = count(1)
+
+    def __call__(self) -> str:
+        """The next id, `srv-<16 random hex>-<n>`; such ids skip dedupe."""
+        return self._prefix + str(next(self._n))
+
+
+server_event_id = ServerIds()
+
+
+def exposure_row(
+    experiment_id: str | uuid.UUID,
+    unit_id: str,
+    variant: int,
+    ts: datetime | None = None,
+    event_id: str | None = None,
+) -> ExposureRow:
+    """An exposure row from already-validated parts (the assignment endpoint's shortcut)."""
+    eid = uuid.UUID(experiment_id) if isinstance(experiment_id, str) else experiment_id
+    when = ts if ts is not None else datetime.now(UTC)
+    if event_id is None:
+        return (eid, unit_id, variant, when, server_event_id(), False)
+    return (eid, unit_id, variant, when, event_id, True)
+
+
+class IngestFailed(LitmusError):
+    """A flush failed on data PostgreSQL refused (a bug, never a client's fault)."""
+
+    status, code = 500, "ingest_failed"
+
+
+@dataclass(slots=True, eq=False)
+class _Submission:
+    batch: EventBatch
+    future: asyncio.Future[None] | None
+    deadline: float
+    taken: bool = False
+
+
+@dataclass(slots=True)
+class IngestStats:
+    """Counters for /metrics and tests."""
+
+    accepted: int = 0
+    stored_exposures: int = 0
+    stored_metrics: int = 0
+    duplicates: int = 0
+    refused_full: int = 0
+    refused_closed: int = 0
+    timed_out: int = 0
+    failed: int = 0
+    flushes: int = 0
+    retries: int = 0
+
+
+class Ingestor:
+    """The bounded buffer and its single group-commit writer; see the module docstring."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        flush_events: int = 5000,
+        flush_age_s: float = 0.005,
+        buffer_events: int = 200_000,
+        buffer_bytes: int = 256 * 1024 * 1024,
+        wait_s: float = 10.0,
+        connect: Connector = db.connect,
+        write: Writer = db.write_batch,
+    ) -> None:
+        self._dsn = dsn
+        self.flush_events = flush_events
+        self.flush_age_s = flush_age_s
+        self.buffer_events = buffer_events
+        self.buffer_bytes = buffer_bytes
+        self.wait_s = wait_s
+        self._connect = connect
+        self._write = write
+        self._conn: asyncpg.Connection | None = None
+        self._pending: list[_Submission] = []
+        self._pending_events = 0
+        self._first_at = 0.0
+        self._events = 0  # buffered + being written
+        self._bytes = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._drain_deadline: float | None = None
+        self._down_since: float | None = None
+        self._partitions_at = 0.0
+        self.stats = IngestStats()
+
+    @classmethod
+    def from_settings(cls, dsn: str, settings: Settings) -> Ingestor:
+        """An Ingestor tuned by the LITMUS_INGEST_* settings."""
+        return cls(
+            dsn,
+            flush_events=settings.ingest_flush_events,
+            flush_age_s=settings.ingest_flush_age_ms / 1000.0,
+            buffer_events=settings.ingest_buffer_events,
+            buffer_bytes=settings.ingest_buffer_bytes,
+            wait_s=settings.ingest_wait_s,
+        )
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def buffered_events(self) -> int:
+        """Events accepted and not yet stored (waiting or being written)."""
+        return self._events
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Approximate memory those events hold."""
+        return self._bytes
+
+    @property
+    def database_up(self) -> bool:
+        """False while the writer cannot reach PostgreSQL."""
+        return self._down_since is None
+
+    @property
+    def accepting(self) -> bool:
+        """False once shutdown began."""
+        return not self._closing
+
+    # -- submitting --------------------------------------------------------------------------
+
+    def _admit(self, batch: EventBatch, waiter: bool) -> _Submission:
+        n = len(batch)
+        if self._closing:
+            self.stats.refused_closed += n
+            raise Unavailable(
+                "this server is shutting down and accepts no more events; "
+                "retry (another instance will take them)",
+                retry_after=1,
+            )
+        if self._events + n > self.buffer_events or self._bytes + batch.nbytes > self.buffer_bytes:
+            self.stats.refused_full += n
+            raise Unavailable(
+                f"the ingest buffer is full ({self._events} events waiting to be written); "
+                "nothing of this request was stored: retry after a moment",
+                retry_after=1,
+            )
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] | None = loop.create_future() if waiter else None
+        sub = _Submission(batch, fut, time.monotonic() + self.wait_s)
+        if not self._pending:
+            self._first_at = time.monotonic()
+            self._wake.set()
+        self._pending.append(sub)
+        self._pending_events += n
+        self._events += n
+        self._bytes += batch.nbytes
+        self.stats.accepted += n
+        if self._pending_events >= self.flush_events:
+            self._wake.set()
+        return sub
+
+    async def submit(self, batch: EventBatch, *, wait: bool = True) -> None:
+        """Buffer a validated batch; with `wait`, return once it is committed (else 503)."""
+        if not len(batch):
+            return
+        sub = self._admit(batch, wait)
+        fut = sub.future
+        if fut is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self.wait_s)
+            return
+        except TimeoutError:
+            pass
+        if sub.taken:
+            # Being written: the writer's verdict comes at this same deadline.
+            await fut
+            return
+        # Never handed to PostgreSQL: take it back, so that the 503 means "not stored".
+        self._pending.remove(sub)
+        self._pending_events -= len(sub.batch)
+        self._release(sub)
+        self.stats.timed_out += len(sub.batch)
+        raise self._too_slow()
+
+    def offer_exposures(self, rows: Sequence[ExposureRow]) -> bool:
+        """Fire-and-forget exposures (assignment's `log_exposure`); False when refused."""
+        batch = EventBatch(list(rows), [], 200 * len(rows))
+        try:
+            self._admit(batch, waiter=False)
+        except Unavailable:
+            return False
+        return True
+
+    async def submit_exposures(self, rows: Sequence[ExposureRow], *, wait: bool = True) -> None:
+        """Exposures from already-validated rows; like `submit` (503 when refused)."""
+        await self.submit(EventBatch(list(rows), [], 200 * len(rows)), wait=wait)
+
+    def _too_slow(self) -> Unavailable:
+        return Unavailable(
+            f"the database did not take these events within {self.wait_s:g} s; "
+            "nothing of this request was stored: retry later",
+            retry_after=5 if self._down_since is not None else 1,
+        )
+
+    def _release(self, sub: _Submission) -> None:
+        self._events -= len(sub.batch)
+        self._bytes -= sub.batch.nbytes
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the writer (it connects by itself, and keeps trying while the DB is away)."""
+        self._task = asyncio.create_task(self._run(), name="ingest-writer")
+
+    def stop_accepting(self) -> None:
+        """Refuse new events from now on (503); what was accepted still gets written."""
+        self._closing = True
+        self._wake.set()
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop accepting, write everything accepted (bounded by `timeout`), disconnect."""
+        self.stop_accepting()
+        limit = self.wait_s + 1.0 if timeout is None else timeout
+        self._drain_deadline = time.monotonic() + limit
+        self._wake.set()
+        task = self._task
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), limit + 2.0)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            except Exception:
+                log.exception("ingest writer failed while draining")
+        if self._events:
+            log.error("shutdown: %d accepted events could not be written", self._events)
+        else:
+            log.info("ingest drained: every accepted event is stored")
+        self._drop_connection()
+
+    # -- the writer --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._gather()
+                if not self._pending:
+                    if self._closing:
+                        return
+                    continue
+                batch, self._pending, self._pending_events = self._pending, [], 0
+                for sub in batch:
+                    sub.taken = True
+                await self._write_with_retry(batch)
+                await self._maintain()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("ingest writer tick failed; carrying on")
+                await asyncio.sleep(0.05)
+
+    async def _gather(self) -> None:
+        """Wait until there is a batch to write: flush_events reached or the oldest aged."""
+        while not self._pending and not self._closing:
+            self._wake.clear()
+            await self._wake.wait()
+        while not self._closing and self._pending_events < self.flush_events:
+            remaining = self._first_at + self.flush_age_s - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            except TimeoutError:
+                return
+
+    async def _maintain(self) -> None:
+        """Create the coming months' partitions now and then (between flushes)."""
+        if self._conn is None or time.monotonic() - self._partitions_at < PARTITIONS_EVERY_S:
+            return
+        self._partitions_at = time.monotonic()
+        try:
+            made = await db.ensure_partitions(self._conn)
+            if made:
+                log.info("created %d event partitions", made)
+        except Exception as exc:
+            log.warning("creating event partitions failed (%s); trying again later", exc)
+            self._partitions_at -= PARTITIONS_EVERY_S - 60.0
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await self._connect(self._dsn)
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+
+    def _expire(self, batch: list[_Submission]) -> list[_Submission]:
+        """Answer 503 to waiters whose time is up (their events leave the batch)."""
+        now = time.monotonic()
+        draining_over = self._drain_deadline is not None and now >= self._drain_deadline
+        keep: list[_Submission] = []
+        for sub in batch:
+            fut = sub.future
+            if draining_over or (fut is not None and now >= sub.deadline):
+                self._release(sub)
+                self.stats.timed_out += len(sub.batch)
+                if fut is not None and not fut.done():
+                    fut.set_exception(self._too_slow())
+                    fut.add_done_callback(_retrieved)
+                elif fut is None:
+                    log.error("dropped %d events accepted without waiting: the database stayed "
+                              "away until shutdown", len(sub.batch))
+            else:
+                keep.append(sub)
+        return keep
+
+    def _deadline(self, batch: list[_Submission]) -> float | None:
+        deadlines = [s.deadline for s in batch if s.future is not None]
+        if self._drain_deadline is not None:
+            deadlines.append(self._drain_deadline)
+        return min(deadlines) if deadlines else None
+
+    async def _write_with_retry(self, batch: list[_Submission]) -> None:
+        backoff = 0.05
+        while True:
+            batch = self._expire(batch)
+            if not batch:
+                return
+            deadline = self._deadline(batch)
+            timeout = None if deadline is None else max(0.001, deadline - time.monotonic())
+            try:
+                stored = await asyncio.wait_for(self._write_once(batch), timeout)
+            except TimeoutError:
+                # Cancelled mid-flush: the transaction never committed; reconnect to be sure.
+                self._drop_connection()
+                self._mark_down("the flush did not finish in time")
+                continue
+            except db.TRANSIENT as exc:
+                self._drop_connection()
+                self._mark_down(f"{type(exc).__name__}: {exc}")
+                self.stats.retries += 1
+                pause = backoff
+                if deadline is not None:
+                    pause = min(pause, max(0.0, deadline - time.monotonic()))
+                await asyncio.sleep(pause)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            except asyncpg.PostgresError as exc:
+                if len(batch) > 1:
+                    # One submission's rows were refused: find it, store the others.
+                    log.warning("flush refused (%s); writing its requests one by one", exc)
+                    for sub in batch:
+                        await self._write_with_retry([sub])
+                    return
+                log.error("PostgreSQL refused a batch of %d events: %s", len(batch[0].batch), exc)
+                self._fail(batch[0], exc)
+                return
+            self._mark_up()
+            self.stats.flushes += 1
+            self.stats.stored_exposures += stored.exposures
+            self.stats.stored_metrics += stored.metrics
+            total = sum(len(s.batch) for s in batch)
+            self.stats.duplicates += total - stored.exposures - stored.metrics
+            for sub in batch:
+                self._release(sub)
+                if sub.future is not None and not sub.future.done():
+                    sub.future.set_result(None)
+            return
+
+    async def _write_once(self, batch: list[_Submission]) -> db.Stored:
+        conn = await self._connection()
+        if self._partitions_at == 0.0:
+            self._partitions_at = time.monotonic()
+            await db.ensure_partitions(conn)
+        if len(batch) == 1:
+            exposures: list[Any] = batch[0].batch.exposures
+            metrics: list[Any] = batch[0].batch.metrics
+        else:
+            exposures, metrics = [], []
+            for sub in batch:
+                exposures += sub.batch.exposures
+                metrics += sub.batch.metrics
+        exposures, metrics = _unique(exposures, metrics)
+        return await self._write(conn, exposures, metrics)
+
+    def _fail(self, sub: _Submission, exc: BaseException) -> None:
+        self._release(sub)
+        self.stats.failed += len(sub.batch)
+        if sub.future is not None and not sub.future.done():
+            sub.future.set_exception(IngestFailed("the database refused these events"))
+            sub.future.add_done_callback(_retrieved)
+
+    def _mark_down(self, why: str) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("ingest: database unreachable (%s); retrying, requests wait up to %g s",
+                        why, self.wait_s)
+
+    def _mark_up(self) -> None:
+        if self._down_since is not None:
+            log.info("ingest: database back after %.1f s; writing again",
+                     time.monotonic() - self._down_since)
+            self._down_since = None
+
+
+def _unique(
+    exposures: list[Any], metrics: list[Any]
+) -> tuple[list[Any], list[Any]]:
+    """Keep the first of each client event_id within one flush (the table keeps the rest)."""
+    seen: set[tuple[uuid.UUID, str]] = set()
+    out_e: list[Any] = []
+    repeats = False
+    for r in exposures:
+        if r[5]:
+            key = (r[0], r[4])
+            if key in seen:
+                repeats = True
+                continue
+            seen.add(key)
+        out_e.append(r)
+    out_m: list[Any] = []
+    for r in metrics:
+        if r[7]:
+            key = (r[0], r[6])
+            if key in seen:
+                repeats = True
+                continue
+            seen.add(key)
+        out_m.append(r)
+    if not repeats:
+        return exposures, metrics
+    return out_e, out_m
+
+
+def _retrieved(fut: asyncio.Future[None]) -> None:
+    # A handler may have gone away; mark the exception as seen so asyncio does not warn.
+    if not fut.cancelled():
+        fut.exception()

@@ -1,0 +1,65 @@
+-- Named queries of event ingestion; litmus.db.events loads this file once.
+-- Schema and its rationale: sql/migrations/0002_events.sql.
+
+-- name: stage_create
+-- The writer's own connection stages each flush here (COPY), then one statement below moves
+-- it into the partitioned tables. Temporary: no WAL, no indexes; emptied at every commit.
+CREATE TEMP TABLE IF NOT EXISTS stage_exposures (
+    experiment_id uuid NOT NULL,
+    unit_id       text COLLATE "C" NOT NULL,
+    variant       smallint NOT NULL,
+    ts            timestamptz NOT NULL,
+    event_id      text COLLATE "C" NOT NULL,
+    dedupe        boolean NOT NULL
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_metric_events (
+    experiment_id uuid NOT NULL,
+    unit_id       text COLLATE "C" NOT NULL,
+    metric        text COLLATE "C" NOT NULL,
+    value         double precision NOT NULL,
+    variant       smallint,
+    ts            timestamptz NOT NULL,
+    event_id      text COLLATE "C" NOT NULL,
+    dedupe        boolean NOT NULL
+) ON COMMIT DELETE ROWS;
+
+-- name: stage_flush
+-- Claim every client-supplied event_id in event_ids; store the staged events whose id this
+-- statement claimed (a repeat of an earlier event_id finds its id taken and is dropped), and
+-- every event with a server-made id (unique by construction, so never claimed). Within one
+-- flush the writer has already removed repeats. Returns (exposures stored, metrics stored).
+WITH claimed AS (
+    INSERT INTO event_ids (experiment_id, event_id)
+    SELECT experiment_id, event_id FROM stage_exposures WHERE dedupe
+    UNION ALL
+    SELECT experiment_id, event_id FROM stage_metric_events WHERE dedupe
+    ON CONFLICT DO NOTHING
+    RETURNING experiment_id, event_id
+), e AS (
+    INSERT INTO exposures (experiment_id, unit_id, variant, ts, event_id)
+    SELECT s.experiment_id, s.unit_id, s.variant, s.ts, s.event_id
+    FROM stage_exposures s
+    WHERE NOT s.dedupe
+       OR (s.experiment_id, s.event_id) IN (SELECT experiment_id, event_id FROM claimed)
+    RETURNING 1
+), m AS (
+    INSERT INTO metric_events (experiment_id, unit_id, metric, value, variant, ts, event_id)
+    SELECT s.experiment_id, s.unit_id, s.metric, s.value, s.variant, s.ts, s.event_id
+    FROM stage_metric_events s
+    WHERE NOT s.dedupe
+       OR (s.experiment_id, s.event_id) IN (SELECT experiment_id, event_id FROM claimed)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM e) AS exposures, (SELECT count(*) FROM m) AS metrics;
+
+-- name: ensure_partitions
+SELECT litmus_ensure_event_partitions($1, $2);
+
+-- name: watermark
+-- For incremental readers: every transaction with an id below this has ended, so rows with
+-- ingest_xid in [previous watermark, this one) are complete and will never change.
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
+
+-- name: event_counts
+SELECT (SELECT count(*) FROM exposures WHERE experiment_id = $1) AS exposures,
+       (SELECT count(*) FROM metric_events WHERE experiment_id = $1) AS metrics;
