@@ -59,59 +59,143 @@ SELECT xid_lo FROM recompute_watermark WHERE id = 1 FOR UPDATE;
 -- name: snapshot_xmin
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
 
+-- name: fold_moves_table
+CREATE TEMP TABLE IF NOT EXISTS fold_moves (
+    experiment_id uuid NOT NULL,
+    unit_id       text NOT NULL,
+    old_variant   smallint,
+    new_variant   smallint NOT NULL,
+    old_ts        timestamptz,
+    new_ts        timestamptz NOT NULL
+) ON COMMIT DELETE ROWS;
+
 -- name: fold_exposures
-INSERT INTO unit_exposures AS u (experiment_id, unit_id, variant, first_ts, exposures)
-SELECT experiment_id, unit_id, (array_agg(variant ORDER BY ts, ingest_xid))[1], min(ts), count(*)
+-- Per-unit first exposures from the new events; records every unit whose first exposure is
+-- new or changed (an earlier exposure arrived late) in fold_moves for the arm deltas below.
+WITH new AS (
+    SELECT experiment_id, unit_id, (array_agg(variant ORDER BY ts, ingest_xid))[1] AS variant,
+           min(ts) AS first_ts, count(*) AS n
+    FROM exposures
+    WHERE ingest_xid >= $1 AND ingest_xid < $2
+      -- A stopped experiment's analysis ends at the stop: afterwards every unit gets the winner.
+      AND NOT EXISTS (SELECT 1 FROM experiments x
+                      WHERE x.id = experiment_id AND x.stopped_at IS NOT NULL AND ts > x.stopped_at)
+    GROUP BY experiment_id, unit_id
+), old AS (
+    SELECT u.experiment_id, u.unit_id, u.variant, u.first_ts
+    FROM unit_exposures u JOIN new USING (experiment_id, unit_id)
+), up AS (
+    INSERT INTO unit_exposures AS u (experiment_id, unit_id, variant, first_ts, exposures)
+    SELECT experiment_id, unit_id, variant, first_ts, n FROM new
+    ON CONFLICT (experiment_id, unit_id) DO UPDATE SET
+        variant = CASE WHEN EXCLUDED.first_ts < u.first_ts THEN EXCLUDED.variant ELSE u.variant END,
+        first_ts = LEAST(u.first_ts, EXCLUDED.first_ts),
+        exposures = u.exposures + EXCLUDED.exposures
+    RETURNING u.experiment_id, u.unit_id, u.variant, u.first_ts
+)
+INSERT INTO fold_moves (experiment_id, unit_id, old_variant, new_variant, old_ts, new_ts)
+SELECT up.experiment_id, up.unit_id, old.variant, up.variant, old.first_ts, up.first_ts
+FROM up LEFT JOIN old USING (experiment_id, unit_id)
+WHERE old.variant IS DISTINCT FROM up.variant OR old.first_ts IS DISTINCT FROM up.first_ts;
+
+-- name: fold_exposure_events
+INSERT INTO arm_exposures AS a (experiment_id, variant, events)
+SELECT experiment_id, variant, count(*)
 FROM exposures
 WHERE ingest_xid >= $1 AND ingest_xid < $2
-  -- A stopped experiment's analysis ends at the stop: afterwards every unit gets the winner.
   AND NOT EXISTS (SELECT 1 FROM experiments x
                   WHERE x.id = experiment_id AND x.stopped_at IS NOT NULL AND ts > x.stopped_at)
-GROUP BY experiment_id, unit_id
-ON CONFLICT (experiment_id, unit_id) DO UPDATE SET
-    variant = CASE WHEN EXCLUDED.first_ts < u.first_ts THEN EXCLUDED.variant ELSE u.variant END,
-    first_ts = LEAST(u.first_ts, EXCLUDED.first_ts),
-    exposures = u.exposures + EXCLUDED.exposures;
+GROUP BY experiment_id, variant
+ON CONFLICT (experiment_id, variant) DO UPDATE SET events = a.events + EXCLUDED.events;
+
+-- name: fold_exposure_units
+INSERT INTO arm_exposures AS a (experiment_id, variant, units)
+SELECT experiment_id, variant, sum(d) FROM (
+    SELECT experiment_id, new_variant AS variant, 1 AS d FROM fold_moves
+    WHERE old_variant IS DISTINCT FROM new_variant
+    UNION ALL
+    SELECT experiment_id, old_variant, -1 FROM fold_moves
+    WHERE old_variant IS NOT NULL AND old_variant <> new_variant
+) deltas
+GROUP BY experiment_id, variant
+ON CONFLICT (experiment_id, variant) DO UPDATE SET units = a.units + EXCLUDED.units;
+
+-- name: fold_timeline
+INSERT INTO exposure_timeline AS t (experiment_id, slot, variant, units)
+SELECT experiment_id, slot, variant, sum(d) FROM (
+    SELECT experiment_id, date_bin('10 seconds', new_ts, timestamptz '2000-01-01') AS slot,
+           new_variant AS variant, 1 AS d
+    FROM fold_moves
+    UNION ALL
+    SELECT experiment_id, date_bin('10 seconds', old_ts, timestamptz '2000-01-01'), old_variant, -1
+    FROM fold_moves WHERE old_variant IS NOT NULL
+) deltas
+GROUP BY experiment_id, slot, variant
+ON CONFLICT (experiment_id, slot, variant) DO UPDATE SET units = t.units + EXCLUDED.units;
+
+-- name: fold_move_metrics
+-- Units that changed arm take their metric totals (folded earlier) with them; a unit seen for
+-- the first time moves its totals out of "unattributed" (variant -1).
+INSERT INTO arm_metrics AS a (experiment_id, variant, metric, units, events, sum, sum_sq)
+SELECT experiment_id, variant, metric, sum(du), sum(de), sum(ds), sum(dss) FROM (
+    SELECT m.experiment_id, mv.new_variant AS variant, m.metric, 1 AS du, m.events AS de,
+           m.total AS ds, m.total * m.total AS dss
+    FROM fold_moves mv JOIN unit_metrics m USING (experiment_id, unit_id)
+    WHERE mv.old_variant IS DISTINCT FROM mv.new_variant
+    UNION ALL
+    SELECT m.experiment_id, coalesce(mv.old_variant, -1), m.metric, -1, -m.events, -m.total,
+           -(m.total * m.total)
+    FROM fold_moves mv JOIN unit_metrics m USING (experiment_id, unit_id)
+    WHERE mv.old_variant IS DISTINCT FROM mv.new_variant
+) deltas
+GROUP BY experiment_id, variant, metric
+ON CONFLICT (experiment_id, variant, metric) DO UPDATE SET
+    units = a.units + EXCLUDED.units, events = a.events + EXCLUDED.events,
+    sum = a.sum + EXCLUDED.sum, sum_sq = a.sum_sq + EXCLUDED.sum_sq;
 
 -- name: fold_metrics
-INSERT INTO unit_metrics AS m (experiment_id, unit_id, metric, total, events)
-SELECT experiment_id, unit_id, metric, sum(value), count(*)
-FROM metric_events
-WHERE ingest_xid >= $1 AND ingest_xid < $2
-  -- A stopped experiment's analysis ends at the stop: afterwards every unit gets the winner.
-  AND NOT EXISTS (SELECT 1 FROM experiments x
-                  WHERE x.id = experiment_id AND x.stopped_at IS NOT NULL AND ts > x.stopped_at)
-GROUP BY experiment_id, unit_id, metric
-ON CONFLICT (experiment_id, unit_id, metric) DO UPDATE SET
-    total = m.total + EXCLUDED.total,
-    events = m.events + EXCLUDED.events;
+-- Per-unit totals from the new metric events, and their deltas on the unit's arm:
+-- Σ total grows by the new sum, Σ total² by new_total² − old_total².
+WITH new AS (
+    SELECT experiment_id, unit_id, metric, sum(value) AS s, count(*) AS c
+    FROM metric_events
+    WHERE ingest_xid >= $1 AND ingest_xid < $2
+      AND NOT EXISTS (SELECT 1 FROM experiments x
+                      WHERE x.id = experiment_id AND x.stopped_at IS NOT NULL AND ts > x.stopped_at)
+    GROUP BY experiment_id, unit_id, metric
+), up AS (
+    INSERT INTO unit_metrics AS m (experiment_id, unit_id, metric, total, events)
+    SELECT experiment_id, unit_id, metric, s, c FROM new
+    ON CONFLICT (experiment_id, unit_id, metric) DO UPDATE SET
+        total = m.total + EXCLUDED.total, events = m.events + EXCLUDED.events
+    RETURNING m.experiment_id, m.unit_id, m.metric, m.total, (m.xmax = 0) AS inserted
+)
+INSERT INTO arm_metrics AS a (experiment_id, variant, metric, units, events, sum, sum_sq)
+SELECT up.experiment_id, coalesce(e.variant, -1), up.metric,
+       sum(CASE WHEN up.inserted THEN 1 ELSE 0 END), sum(n.c), sum(n.s),
+       sum(up.total * up.total - (up.total - n.s) * (up.total - n.s))
+FROM up
+JOIN new n USING (experiment_id, unit_id, metric)
+LEFT JOIN unit_exposures e USING (experiment_id, unit_id)
+GROUP BY up.experiment_id, coalesce(e.variant, -1), up.metric
+ON CONFLICT (experiment_id, variant, metric) DO UPDATE SET
+    units = a.units + EXCLUDED.units, events = a.events + EXCLUDED.events,
+    sum = a.sum + EXCLUDED.sum, sum_sq = a.sum_sq + EXCLUDED.sum_sq;
 
 -- name: watermark_set
 UPDATE recompute_watermark SET xid_lo = $1, folded_at = now() WHERE id = 1;
 
 -- name: agg_exposures
-SELECT variant, count(*) AS units, sum(exposures)::bigint AS events
-FROM unit_exposures WHERE experiment_id = $1 GROUP BY variant;
+SELECT variant, units, events FROM arm_exposures WHERE experiment_id = $1;
 
 -- name: agg_metrics
-SELECT e.variant, m.metric, sum(m.events)::bigint AS count, count(*) AS units,
-       sum(m.total) AS sum, sum(m.total * m.total) AS sum_sq
-FROM unit_metrics m
-JOIN unit_exposures e ON e.experiment_id = m.experiment_id AND e.unit_id = m.unit_id
-WHERE m.experiment_id = $1
-GROUP BY e.variant, m.metric;
-
--- name: agg_unattributed
-SELECT m.metric, sum(m.events)::bigint AS count, sum(m.total) AS sum
-FROM unit_metrics m
-WHERE m.experiment_id = $1 AND NOT EXISTS (
-    SELECT 1 FROM unit_exposures e WHERE e.experiment_id = m.experiment_id AND e.unit_id = m.unit_id)
-GROUP BY m.metric;
+SELECT variant, metric, events AS count, units, sum, sum_sq
+FROM arm_metrics WHERE experiment_id = $1;
 
 -- name: agg_timeline
-SELECT date_bin($2::interval, first_ts, $3::timestamptz) AS t, variant, count(*) AS units
-FROM unit_exposures WHERE experiment_id = $1
-GROUP BY 1, 2 ORDER BY 1;
+SELECT date_bin($2::interval, slot, $3::timestamptz) AS t, variant, sum(units)::bigint AS units
+FROM exposure_timeline WHERE experiment_id = $1
+GROUP BY 1, 2 HAVING sum(units) <> 0 ORDER BY 1;
 
 -- name: recompute_targets
 SELECT id FROM experiments

@@ -32,7 +32,14 @@ async def fold_new_events(conn: asyncpg.Connection) -> tuple[int, int]:
         lo = await conn.fetchval(q("watermark_lock"))
         hi = await conn.fetchval(q("snapshot_xmin"))
         if hi > lo:
+            await conn.execute(q("fold_moves_table"))
+            # Order matters: first exposures decide arms, then earlier totals move with their
+            # units, and only then are the new metric totals added to the units' arms.
             await conn.execute(q("fold_exposures"), lo, hi)
+            await conn.execute(q("fold_exposure_events"), lo, hi)
+            await conn.execute(q("fold_exposure_units"))
+            await conn.execute(q("fold_timeline"))
+            await conn.execute(q("fold_move_metrics"))
             await conn.execute(q("fold_metrics"), lo, hi)
             await conn.execute(q("watermark_set"), hi)
     return int(lo), int(max(hi, lo))
@@ -52,15 +59,18 @@ async def aggregates(conn: asyncpg.Connection, exp_id: str, bucket: timedelta,
         for r in await conn.fetch(q("agg_exposures"), uid)
     }
     metrics: dict[str, dict[int, MetricAgg]] = {}
+    unattributed: dict[str, tuple[int, float]] = {}
     for r in await conn.fetch(q("agg_metrics"), uid):
+        if r["variant"] < 0:
+            if r["count"]:
+                unattributed[r["metric"]] = (int(r["count"]), float(r["sum"]))
+            continue
+        if r["units"] <= 0:
+            continue
         metrics.setdefault(r["metric"], {})[r["variant"]] = MetricAgg(
             count=int(r["count"]), units=int(r["units"]), sum=float(r["sum"]),
-            sum_sq=float(r["sum_sq"]),
+            sum_sq=max(float(r["sum_sq"]), 0.0),
         )
-    unattributed = {
-        r["metric"]: (int(r["count"]), float(r["sum"]))
-        for r in await conn.fetch(q("agg_unattributed"), uid)
-    }
     timeline = [
         (r["t"], r["variant"], int(r["units"]))
         for r in await conn.fetch(q("agg_timeline"), uid, bucket, origin)

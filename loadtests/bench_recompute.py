@@ -1,0 +1,120 @@
+"""Recompute benchmark: one experiment with 10 M events (2 M exposures, 8 M metric events).
+
+Every time is printed as a ratio against a plain `GROUP BY variant` scan over the whole events
+tables, measured in the same run on the same data:
+- catch-up: the first fold of all 10 M events into the per-unit and per-arm tables plus one
+  snapshot (what a freshly deployed leader pays once);
+- steady state: a recompute after 100 k new events (fold + snapshot) — the cost that repeats;
+- idle: a recompute with nothing new.
+For reference it also times the naive unit-level query (per-unit totals by GROUP BY unit, then
+by variant) that a non-incremental design would run on every recompute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from litmus.core.models import Experiment, Variant
+from litmus.db import experiments as db_experiments
+from litmus.db.pool import create_pool, run_migrations, start_embedded
+from litmus.services.recompute import Recompute
+
+BASELINE = """
+SELECT variant, count(*) FROM exposures WHERE experiment_id = $1 GROUP BY variant;
+"""
+BASELINE_M = "SELECT variant, count(*), sum(value) FROM metric_events WHERE experiment_id = $1 GROUP BY variant"
+NAIVE_UNIT = """
+WITH first AS (
+  SELECT DISTINCT ON (unit_id) unit_id, variant FROM exposures WHERE experiment_id = $1
+  ORDER BY unit_id, ts),
+tot AS (
+  SELECT unit_id, metric, sum(value) AS total, count(*) AS n FROM metric_events
+  WHERE experiment_id = $1 GROUP BY unit_id, metric)
+SELECT f.variant, t.metric, count(*), sum(t.total), sum(t.total * t.total), sum(t.n)
+FROM tot t JOIN first f USING (unit_id) GROUP BY 1, 2
+"""
+
+
+async def timed(label: str, coro: object) -> float:
+    t0 = time.perf_counter()
+    await coro  # type: ignore[misc]
+    dt = time.perf_counter() - t0
+    print(f"  {label:<58} {dt:8.2f} s", flush=True)
+    return dt
+
+
+async def insert_events(conn: asyncpg.Connection, exp_id: uuid.UUID, exposures: int,
+                        metrics: int, start: int) -> None:
+    """Generate events in SQL (faster than shipping rows from Python)."""
+    units = exposures + exposures // 5
+    await conn.execute(
+        """INSERT INTO exposures (experiment_id, unit_id, variant, ts, event_id)
+           SELECT $1, 'u' || g, (g % 3)::smallint, now() - (g % 3600) * interval '1 second', 'e' || g
+           FROM generate_series($2::bigint, $3::bigint) g""", exp_id, start, start + exposures - 1)
+    await conn.execute(
+        """INSERT INTO metric_events (experiment_id, unit_id, metric, value, ts, event_id)
+           SELECT $1, 'u' || (g % $4::bigint),
+                  CASE WHEN g % 4 = 0 THEN 'revenue' ELSE 'conversion' END,
+                  CASE WHEN g % 4 = 0 THEN (g % 97) / 7.0 ELSE 1 END,
+                  now() - (g % 3600) * interval '1 second', 'm' || g
+           FROM generate_series($2::bigint, $3::bigint) g""",
+        exp_id, start, start + metrics - 1, units)
+
+
+async def main(total: int) -> None:
+    exposures, metrics = total // 5, total - total // 5
+    with tempfile.TemporaryDirectory(prefix="litmus-bench-recompute-") as tmp:
+        print(f"== recompute benchmark: {total:,} events ({exposures:,} exposures, "
+              f"{metrics:,} metric events) on the embedded PostgreSQL", flush=True)
+        dsn = await asyncio.get_running_loop().run_in_executor(None, start_embedded, Path(tmp))
+        await run_migrations(dsn)
+        pool = await create_pool(dsn)
+        conn = await asyncpg.connect(dsn)
+        try:
+            exp = Experiment(id=str(uuid.uuid4()), key="bench", name="bench", description="d",
+                             owner_team="perf", status="draft",
+                             variants=(Variant("model_a", 0.4), Variant("model_b", 0.3),
+                                       Variant("model_c", 0.3)))
+            exp = await db_experiments.create(pool, exp, "bench")
+            await conn.execute("UPDATE experiments SET status = 'running', launched_at = now() "
+                               "WHERE id = $1", uuid.UUID(exp.id))
+            uid = uuid.UUID(exp.id)
+            t0 = time.perf_counter()
+            await insert_events(conn, uid, exposures, metrics, 1)
+            await conn.execute("VACUUM ANALYZE")
+            print(f"  generated the events in {time.perf_counter() - t0:.1f} s", flush=True)
+            rec = Recompute(pool, dsn, None, 3600)  # type: ignore[arg-type]
+
+            async def baseline() -> None:
+                await conn.fetch(BASELINE, uid)
+                await conn.fetch(BASELINE_M, uid)
+
+            await baseline()  # warm the cache for a fair baseline
+            base = await timed("baseline: GROUP BY variant over both events tables", baseline())
+            naive = await timed("reference: naive unit-level query (every recompute)",
+                                conn.fetch(NAIVE_UNIT, uid))
+            catch_up = await timed("catch-up: first fold of all events + snapshot", rec.tick())
+            await insert_events(conn, uid, 20_000, 80_000, 50_000_000)
+            steady = await timed("steady state: recompute after 100k new events", rec.tick())
+            idle = await timed("idle: recompute with no new events", rec.tick())
+            print(f"  ratios against the baseline ({base:.2f} s): naive unit-level "
+                  f"{naive / base:.2f}x, catch-up {catch_up / base:.2f}x, steady state "
+                  f"{steady / base:.2f}x, idle {idle / base:.3f}x")
+        finally:
+            await conn.close()
+            await pool.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    asyncio.run(main(parser.parse_args().events))

@@ -1,0 +1,253 @@
+"""Recompute and results: numbers against numpy/scipy on the raw per-unit data, incremental
+folding, attribution rules, the stop cut-off, leader election, bandit weights reaching assignment."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestClient
+from scipy import stats as sps
+
+from litmus.app import create_app
+from litmus.keys import RECOMPUTE
+from litmus.services.recompute import Recompute
+from litmus.settings import Settings
+from tests.conftest import ADMIN, CLIENT, experiment_payload
+
+EXP = "/api/v1/experiments"
+
+
+@pytest.fixture
+async def app_client(settings: Settings, aiohttp_client: Any) -> TestClient:
+    # A long interval: the tests drive recompute ticks themselves.
+    return await aiohttp_client(create_app(replace(settings, recompute_interval_s=3600)))
+
+
+async def make_running(client: TestClient, **over: Any) -> dict[str, Any]:
+    resp = await client.post(EXP, json=experiment_payload(**over), headers=ADMIN)
+    assert resp.status == 201, await resp.text()
+    exp = await resp.json()
+    resp = await client.post(f"{EXP}/{exp['id']}/launch", json={"ramp": 1}, headers=ADMIN)
+    assert resp.status == 200
+    out: dict[str, Any] = await resp.json()
+    return out
+
+
+async def insert(db: asyncpg.Connection, exp_id: str, exposures: list[tuple[str, int, datetime]],
+                 metrics: list[tuple[str, str, float, int | None, datetime]]) -> None:
+    uid = uuid.UUID(exp_id)
+    await db.copy_records_to_table(
+        "exposures", columns=["experiment_id", "unit_id", "variant", "ts", "event_id"],
+        records=[(uid, u, v, ts, uuid.uuid4().hex) for u, v, ts in exposures])
+    await db.copy_records_to_table(
+        "metric_events",
+        columns=["experiment_id", "unit_id", "metric", "value", "variant", "ts", "event_id"],
+        records=[(uid, u, m, val, v, ts, uuid.uuid4().hex) for u, m, val, v, ts in metrics])
+
+
+async def results(client: TestClient, exp_id: str) -> dict[str, Any]:
+    resp = await client.get(f"{EXP}/{exp_id}/results", headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    out: dict[str, Any] = await resp.json()
+    return out
+
+
+async def test_no_results_before_first_snapshot(app_client: TestClient) -> None:
+    resp = await app_client.post(EXP, json=experiment_payload(), headers=ADMIN)
+    exp = await resp.json()
+    resp = await app_client.get(f"{EXP}/{exp['id']}/results", headers=ADMIN)
+    assert resp.status == 404
+    assert (await resp.json())["error"]["code"] == "no_results"
+
+
+async def test_numbers_match_numpy_on_raw_units(app_client: TestClient, db: asyncpg.Connection) -> None:
+    exp = await make_running(app_client, variants=[
+        {"key": "model_a", "weight": 0.5}, {"key": "model_b", "weight": 0.5}])
+    rng = np.random.default_rng(7)
+    now = datetime.now(UTC)
+    n = 3000
+    variants = rng.integers(0, 2, n)
+    # Revenue per unit: some units have several events, many none; model_b earns more.
+    exposures, metrics = [], []
+    totals = np.zeros(n)
+    counts = np.zeros(n, dtype=int)
+    for i in range(n):
+        unit = f"u{i}"
+        exposures.append((unit, int(variants[i]), now - timedelta(minutes=30)))
+        if rng.random() < 0.3:  # a second, later exposure to the other variant changes nothing
+            exposures.append((unit, int(1 - variants[i]), now - timedelta(minutes=10)))
+        for _ in range(rng.poisson(0.8)):
+            value = float(rng.exponential(10 + 3 * variants[i]))
+            explicit = int(variants[i]) if rng.random() < 0.5 else None
+            metrics.append((unit, "revenue", value, explicit, now - timedelta(minutes=5)))
+            totals[i] += value
+            counts[i] += 1
+    # Units never exposed: unattributed.
+    metrics += [(f"ghost{i}", "revenue", 5.0, None, now) for i in range(7)]
+    await insert(db, exp["id"], exposures, metrics)
+    await app_client.app[RECOMPUTE].tick()
+    snap = await results(app_client, exp["id"])
+
+    assert snap["experiment_id"] == exp["id"] and snap["computed_at"]
+    a, b = totals[variants == 0], totals[variants == 1]
+    assert snap["exposures"]["total_units"] == n
+    assert snap["exposures"]["variants"]["model_a"]["units"] == len(a)
+    assert snap["exposures"]["variants"]["model_b"]["units"] == len(b)
+    # Exposure events count under the variant they were logged with.
+    for i, key in enumerate(("model_a", "model_b")):
+        logged = sum(1 for _, v, _ in exposures if v == i)
+        assert snap["exposures"]["variants"][key]["events"] == logged
+    rev = snap["metrics"]["revenue"]
+    for key, arr, mask in (("model_a", a, variants == 0), ("model_b", b, variants == 1)):
+        assert rev[key]["count"] == int(counts[mask].sum())
+        assert rev[key]["sum"] == pytest.approx(arr.sum(), rel=1e-9)
+        assert rev[key]["units"] == int((counts[mask] > 0).sum())
+        assert rev[key]["unit_mean"] == pytest.approx(arr.mean(), rel=1e-9)
+        assert rev[key]["unit_variance"] == pytest.approx(arr.var(ddof=1), rel=1e-7)
+        assert rev[key]["mean"] == pytest.approx(arr.sum() / counts[mask].sum(), rel=1e-9)
+    row = next(r for r in snap["lift"] if r["metric"] == "revenue")
+    t = sps.ttest_ind(b, a, equal_var=False)
+    assert row["abs_lift"] == pytest.approx(b.mean() - a.mean(), rel=1e-9)
+    assert row["p_value"] == pytest.approx(t.pvalue, rel=1e-6)
+    ci = t.confidence_interval(0.95)
+    assert row["abs_ci"] == pytest.approx([ci.low, ci.high], rel=1e-6)
+    assert snap["unattributed"]["revenue"]["count"] == 7
+    assert snap["srm"]["flagged"] is False
+    assert snap["exposures"]["timeline"], "timeline has points"
+    assert sum(p["model_a"] + p["model_b"] for p in snap["exposures"]["timeline"]) == n
+
+    resp = await app_client.get(f"{EXP}/{exp['id']}/results.csv", headers=ADMIN)
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/csv")
+    lines = (await resp.text()).strip().splitlines()
+    assert lines[0].startswith("metric,control,treatment")
+    assert any(line.startswith("revenue,model_a,model_b") for line in lines[1:])
+
+
+async def test_incremental_fold_equals_full_recount(app_client: TestClient, db: asyncpg.Connection) -> None:
+    exp = await make_running(app_client)
+    now = datetime.now(UTC)
+    rec = app_client.app[RECOMPUTE]
+    all_exp: list[tuple[str, int, datetime]] = []
+    all_met: list[tuple[str, str, float, int | None, datetime]] = []
+    rng = np.random.default_rng(3)
+    for round_ in range(4):
+        exps = [(f"u{rng.integers(0, 500)}", int(rng.integers(0, 3)),
+                 now - timedelta(seconds=float(rng.integers(0, 3600)))) for _ in range(400)]
+        mets = [(f"u{rng.integers(0, 600)}", "conversion", 1.0, None, now) for _ in range(300)]
+        await insert(db, exp["id"], exps, mets)
+        all_exp += exps
+        all_met += mets
+        await rec.tick()
+        snap = await results(app_client, exp["id"])
+        first: dict[str, tuple[datetime, int]] = {}
+        for u, v, ts in all_exp:
+            if u not in first or ts < first[u][0]:
+                first[u] = (ts, v)
+        keys = ["model_a", "model_b", "model_c"]
+        for i, k in enumerate(keys):
+            units = [u for u, (_, v) in first.items() if v == i]
+            conv = sum(1 for u, *_ in all_met if u in set(units))
+            assert snap["exposures"]["variants"][k]["units"] == len(units), round_
+            got = snap["metrics"].get("conversion", {}).get(k, {"count": 0})["count"]
+            assert got == conv, round_
+            if conv:
+                per_unit = np.array([sum(1 for w, *_ in all_met if w == u) for u in units], float)
+                m = snap["metrics"]["conversion"][k]
+                assert m["unit_mean"] == pytest.approx(per_unit.mean(), rel=1e-9)
+                assert m["unit_variance"] == pytest.approx(per_unit.var(ddof=1), rel=1e-7)
+        unexposed = sum(1 for u, *_ in all_met if u not in first)
+        assert snap["unattributed"].get("conversion", {"count": 0})["count"] == unexposed
+
+
+async def test_events_after_stop_are_not_counted(app_client: TestClient, db: asyncpg.Connection) -> None:
+    exp = await make_running(app_client)
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    await insert(db, exp["id"], [("u1", 0, before), ("u2", 1, before)], [])
+    resp = await app_client.post(f"{EXP}/{exp['id']}/stop", json={"winner": "model_b"}, headers=ADMIN)
+    assert resp.status == 200
+    after = datetime.now(UTC) + timedelta(seconds=1)
+    await insert(db, exp["id"], [("u3", 1, after), ("u4", 1, after)],
+                 [("u1", "conversion", 1.0, None, after)])
+    await app_client.app[RECOMPUTE].tick()
+    snap = await results(app_client, exp["id"])
+    assert snap["exposures"]["total_units"] == 2
+    assert snap["status"] == "stopped"
+    assert "conversion" not in snap["metrics"] or all(
+        m["count"] == 0 for m in snap["metrics"]["conversion"].values())
+
+
+async def test_one_leader_and_takeover(app_client: TestClient, database_url: str) -> None:
+    registry_owner = app_client.app[RECOMPUTE]
+    for _ in range(100):  # the app's own loop takes the lock as it starts
+        if registry_owner.is_leader:
+            break
+        await asyncio.sleep(0.02)
+    assert registry_owner.is_leader
+    other = Recompute(None, database_url, None, 0.05)  # type: ignore[arg-type]
+    assert await other._ensure_leader() is False
+    await registry_owner.stop()
+    assert await other._ensure_leader() is True
+    await other.stop()
+
+
+async def test_bandit_weights_reach_assignment(app_client: TestClient, db: asyncpg.Connection) -> None:
+    variants = [{"key": f"model_{c}", "weight": 0.25} for c in "abcd"]
+    exp = await make_running(app_client, allocation="bandit", variants=variants,
+                             bandit={"update_interval_s": 1, "burn_in_units": 50, "min_units": 100})
+    now = datetime.now(UTC)
+    rates = [0.02, 0.03, 0.04, 0.30]
+    exps, mets = [], []
+    rng = np.random.default_rng(11)
+    for i in range(2000):
+        v = i % 4
+        exps.append((f"u{i}", v, now))
+        if rng.random() < rates[v]:
+            mets.append((f"u{i}", "conversion", 1.0, None, now))
+    await insert(db, exp["id"], exps, mets)
+    rec = app_client.app[RECOMPUTE]
+    await rec.tick(now + timedelta(seconds=2))
+    snap = await results(app_client, exp["id"])
+    band = snap["bandit"]
+    assert band["top_variant"] == "model_d"
+    assert band["p_best"]["model_d"] > 0.95
+    assert band["converged"] is True and band["converged_at"]
+    assert band["weights"]["model_d"] > 0.9
+    assert sum(band["weights"].values()) == pytest.approx(1.0)
+    # The app's own first tick (before any event) may have stored the burn-in weights too.
+    n_hist = len(band["history"])
+    assert n_hist in (1, 2) and band["history"][-1]["weights"] == band["weights"]
+    # The registry hears the new weights through NOTIFY and assignment follows them.
+    for _ in range(100):
+        resp = await app_client.post("/api/v1/assign", json={"experiment": exp["key"], "unit_id": "x"},
+                                     headers=CLIENT)
+        body = await resp.json()
+        if body["variant"] == "model_d" and body["probability"] > 0.9:
+            break
+        await asyncio.sleep(0.02)
+    counts: dict[str, int] = {}
+    for i in range(300):
+        resp = await app_client.post("/api/v1/assign", json={"experiment": exp["key"], "unit_id": f"n{i}"},
+                                     headers=CLIENT)
+        v = (await resp.json())["variant"]
+        counts[v] = counts.get(v, 0) + 1
+    assert counts.get("model_d", 0) > 250
+    # Not due yet: a tick within update_interval_s keeps the weights and adds no history.
+    await rec.tick(now + timedelta(seconds=2.5))
+    assert len((await results(app_client, exp["id"]))["bandit"]["history"]) == n_hist
+
+
+def test_timeline_bucket() -> None:
+    from litmus.services.recompute import timeline_bucket
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    assert timeline_bucket(t0, t0 + timedelta(minutes=60)) == timedelta(seconds=60)
+    assert timeline_bucket(t0, t0) == timedelta(seconds=1)
+    _ = Path

@@ -1,0 +1,77 @@
+"""The seed's live bandit simulation against a real server: converges on the best model, the
+server's results agree with its last line, and failures are one clear line, not a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ADMIN, ADMIN_SECRET
+from tests.servers import ServerProcess, free_port
+
+pytestmark = pytest.mark.slow
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "live_bandit_simulation.py"
+
+
+def run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          timeout=timeout, env={"PATH": "/usr/bin:/bin"})
+
+
+@pytest.fixture
+def server(database_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
+    s = ServerProcess(database_url, tmp_path / "srv").start()
+    yield s
+    s.stop()
+
+
+def test_simulation_converges_and_matches_server(server: ServerProcess) -> None:
+    proc = run("--base-url", server.base_url, "--token", ADMIN_SECRET, "--json", "--seed", "7",
+               "--users-per-second", "400", "--snapshot-every", "1", "--update-interval", "1",
+               "--max-seconds", "180")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    events = [e["event"] for e in lines]
+    assert events[0] == "started" and "live_snapshot" in events and "converged" in events
+    snaps = [e for e in lines if e["event"] == "live_snapshot" and e.get("exposures")]
+    assert snaps and set(snaps[-1]["exposures"]) == {f"model_{c}" for c in "abcde"}
+    last = next(e for e in lines if e["event"] == "converged")
+    assert last["winner"] == "model_e"
+    assert last["win_probability"] >= 0.95
+    req = urllib.request.Request(
+        f"{server.base_url}/api/v1/experiments/{last['experiment_id']}/results", headers=ADMIN)
+    with urllib.request.urlopen(req) as r:
+        snap = json.loads(r.read())
+    band = snap["bandit"]
+    assert band["converged"] is True
+    assert band["converged_variant"] == last["winner"]
+    assert band["converged_at"] == last["converged_at"]
+    assert snap["status"] == "running"  # left for a person to stop
+    # The human-readable form starts each line with the event name too.
+    assert proc.stderr == ""
+
+
+def test_unreachable_server_is_one_clear_line() -> None:
+    proc = run("--base-url", f"http://127.0.0.1:{free_port()}", "--token", "x" * 20, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: cannot reach Litmus")
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_refused_token_is_one_clear_line(server: ServerProcess) -> None:
+    proc = run("--base-url", server.base_url, "--token", "not-the-token-123", timeout=60)
+    assert proc.returncode == 2
+    assert "refused the token" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bad_flags_are_usage_errors() -> None:
+    proc = run("--rates", "0.1", "--token", "x" * 20, timeout=60)
+    assert proc.returncode == 2
+    assert "--rates" in proc.stderr and "Traceback" not in proc.stderr
