@@ -251,3 +251,33 @@ def test_timeline_bucket() -> None:
     assert timeline_bucket(t0, t0 + timedelta(minutes=60)) == timedelta(seconds=60)
     assert timeline_bucket(t0, t0) == timedelta(seconds=1)
     _ = Path
+
+
+async def test_events_through_the_api_reach_the_results(app_client: TestClient) -> None:
+    exp = await make_running(app_client, key="e2e", variants=[
+        {"key": "model_a", "weight": 0.5}, {"key": "model_b", "weight": 0.5}])
+    conversions = {"model_a": 0, "model_b": 0}
+    units = {"model_a": 0, "model_b": 0}
+    events: list[dict[str, Any]] = []
+    for i in range(200):
+        resp = await app_client.post("/api/v1/assign", json={"experiment": "e2e", "unit_id": f"p{i}"},
+                                     headers=CLIENT)
+        variant = (await resp.json())["variant"]
+        units[variant] += 1
+        events.append({"type": "exposure", "experiment": "e2e", "unit_id": f"p{i}", "variant": variant})
+        if i % (3 if variant == "model_b" else 5) == 0:
+            events.append({"type": "conversion", "experiment": "e2e", "unit_id": f"p{i}"})
+            conversions[variant] += 1
+    resp = await app_client.post("/api/v1/events", json={"events": events}, headers=CLIENT)
+    assert resp.status == 202, await resp.text()
+    await app_client.app[RECOMPUTE].tick()
+    snap = await results(app_client, exp["id"])
+    for k in ("model_a", "model_b"):
+        assert snap["exposures"]["variants"][k]["units"] == units[k]
+        conv = snap["metrics"]["conversion"][k]
+        assert conv["count"] == conversions[k]
+        assert conv["unit_mean"] == pytest.approx(conversions[k] / units[k])
+    row = snap["lift"][0]
+    assert (row["metric"], row["control"], row["treatment"]) == ("conversion", "model_a", "model_b")
+    assert row["abs_lift"] == pytest.approx(conversions["model_b"] / units["model_b"]
+                                            - conversions["model_a"] / units["model_a"])
