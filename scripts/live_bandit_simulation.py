@@ -23,12 +23,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-import aiohttp
-import orjson
+try:
+    import aiohttp
+    import orjson
 
-from litmus import payloads, routes
+    from litmus import payloads, routes
+except ImportError:
+    # Run as `python3 scripts/...` outside the venv: use the project's venv when there is one.
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    if venv_python.exists() and Path(sys.prefix).resolve() != (ROOT / ".venv").resolve():
+        os.execv(str(venv_python), [str(venv_python), __file__, *sys.argv[1:]])
+    sys.exit("error: Litmus's dependencies are not installed: run `make install` (or `make run`) first")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
 
@@ -47,7 +55,7 @@ def default_token() -> str | None:
     first = next((t.strip() for t in raw.split(",") if t.strip()), None)
     if first:
         return first.split(":", 1)[1] if ":" in first else first
-    path = Path(os.environ.get("LITMUS_DATA_DIR") or ".litmus") / "admin_token"
+    path = Path(os.environ.get("LITMUS_DATA_DIR") or ROOT / ".litmus") / "admin_token"
     if path.exists():
         saved = path.read_text(encoding="utf-8").strip()
         return saved.split(":", 1)[1] if ":" in saved else saved
