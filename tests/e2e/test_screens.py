@@ -381,3 +381,33 @@ def test_phone_width_screens_are_usable(phone: Page) -> None:
         page.wait_for_load_state("networkidle")
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 1, f"{path} scrolls sideways by {overflow}px at phone width"
+
+
+def test_keyboard_launch_and_stop_dialog(ui: Page) -> None:
+    exp = create(ui.server)
+    page = ui.page
+    ui.goto(f"/experiments/{exp['id']}")
+    ramp = page.get_by_label("Ramp (% of traffic)")
+    ramp.focus()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("40")
+    page.keyboard.press("Enter")  # submits the lifecycle form: Launch / Update Ramp
+    expect(page.get_by_test_id("status-badge").first).to_have_text("RUNNING")
+    assert ui.server.api("GET", f"{API}/{exp['id']}")[1]["ramp"] == 0.4
+
+    page.get_by_test_id("stop-button").focus()
+    page.keyboard.press("Enter")
+    dialog = page.get_by_test_id("stop-dialog")
+    expect(dialog).to_be_visible()
+    expect(page.get_by_test_id("stop-cancel")).to_be_focused()  # the safe choice has focus
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+    expect(page.get_by_test_id("stop-button")).to_be_focused()
+    expect(page.get_by_test_id("status-badge").first).to_have_text("RUNNING")
+
+    page.keyboard.press("Enter")
+    expect(dialog).to_be_visible()
+    page.keyboard.press("Shift+Tab")
+    expect(page.get_by_test_id("stop-confirm")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("status-badge").first).to_have_text("STOPPED")

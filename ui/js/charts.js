@@ -196,7 +196,7 @@ export function renderLineChart(container, {
     if (isNum(threshold) && threshold >= y0 && threshold <= y1) {
       svg.append(
         s('line', { x1: m.left, x2: m.left + iw, y1: y(threshold), y2: y(threshold), class: 'threshold' }),
-        s('text', { x: m.left + iw, y: y(threshold) - 4, 'text-anchor': 'end', class: 'threshold-label' }, thresholdLabel),
+        s('text', { x: m.left + iw - 4, y: y(threshold) + 12, 'text-anchor': 'end', class: 'threshold-label' }, thresholdLabel),
       );
     }
     for (const sr of series) {

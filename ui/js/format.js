@@ -38,6 +38,12 @@ export function pValue(p) {
   return p.toFixed(3);
 }
 
+/** "p < 0.0001" or "p = 0.031". */
+export function pText(p) {
+  if (!isNum(p)) return 'p not available';
+  return p < 0.0001 ? 'p < 0.0001' : `p = ${pValue(p)}`;
+}
+
 export function interval(ci, fmt = num) {
   if (!Array.isArray(ci) || ci.length !== 2 || !isNum(ci[0]) || !isNum(ci[1])) return '—';
   return `[${fmt(ci[0])}, ${fmt(ci[1])}]`;

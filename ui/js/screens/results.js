@@ -5,7 +5,7 @@
 import { ApiError, experiments, getToken } from '../api.js';
 import { colorFor, createBarChart, intervalDomain, intervalLegend, intervalPlot, renderLineChart } from '../charts.js';
 import { alertBox, h, mount, setTitle, statusBadge } from '../dom.js';
-import { ago, int, interval, num, pValue, pct, signed, signedPct, time } from '../format.js';
+import { ago, int, interval, num, pText, pValue, pct, signed, signedPct, time } from '../format.js';
 
 export const POLL_VISIBLE_MS = 2000;
 export const POLL_HIDDEN_MS = 15000;
@@ -48,7 +48,7 @@ export async function render(root, [id], ctx) {
         h('p', { class: 'subtitle' }, computedAt, ' · ', pollState)),
       h('div', { class: 'head-links' },
         h('a', { href: `/experiments/${exp.id}`, class: 'btn', 'data-testid': 'detail-link' }, 'Experiment'),
-        h('a', { href: `/api/v1/experiments/${exp.id}/results.csv`, class: 'btn btn-ghost', 'data-testid': 'csv-link', onclick: downloadCsv }, 'Lift table CSV'),
+        h('a', { href: `/api/v1/experiments/${exp.id}/results.csv`, class: 'btn', 'data-testid': 'csv-link', onclick: downloadCsv }, 'Lift table CSV'),
         h('a', { href: `/experiments/${exp.id}/settings`, class: 'btn', 'data-testid': 'settings-link' }, 'Settings'))),
     pollError,
     content);
@@ -125,10 +125,10 @@ export async function render(root, [id], ctx) {
     if (srm.flagged) {
       mount(panels.srm, h('div', { class: 'alert alert-warning srm-warning', role: 'alert', 'data-testid': 'srm-warning' },
         h('strong', null, '⚠ Sample ratio mismatch. '),
-        `Exposed units do not match the configured weights (chi-square p = ${pValue(srm.p_value)}). `,
+        `Exposed units do not match the configured weights (chi-square ${pText(srm.p_value)}). `,
         'Something is dropping or duplicating exposures for some variants: check assignment and exposure logging before trusting these results.'));
     } else if (isNum(srm.p_value)) {
-      mount(panels.srm, h('p', { class: 'srm-ok muted', 'data-testid': 'srm-ok' }, `✓ No sample ratio mismatch (p = ${pValue(srm.p_value)}).`));
+      mount(panels.srm, h('p', { class: 'srm-ok muted', 'data-testid': 'srm-ok' }, `✓ No sample ratio mismatch (${pText(srm.p_value)}).`));
     } else {
       mount(panels.srm, srm.reason ? h('p', { class: 'muted', 'data-testid': 'srm-ok' }, `SRM check: ${srm.reason}.`) : null);
     }
@@ -139,7 +139,7 @@ export async function render(root, [id], ctx) {
     const per = ex.variants || {};
     const order = [...keys, ...Object.keys(per).filter((k) => !keys.includes(k))];
     const total = isNum(ex.total_units) ? ex.total_units : order.reduce((a, k) => a + ((per[k] && per[k].units) || 0), 0);
-    mount(panels.totals, h('strong', { 'data-testid': 'total-units' }, int(total)), ` exposed unit${total === 1 ? '' : 's'}`);
+    mount(panels.totals, h('strong', { 'data-testid': 'total-units', 'data-value': String(total) }, int(total)), ` exposed unit${total === 1 ? '' : 's'}`);
     panels.bars.update(order.map((k) => {
       const v = per[k] || {};
       const units = isNum(v.units) ? v.units : 0;
@@ -167,11 +167,15 @@ export async function render(root, [id], ctx) {
     const tl = Array.isArray(ex.timeline) ? ex.timeline : [];
     if (tl.length >= 2) {
       panels.timeline.hidden = false;
-      const series = order.map((k) => ({
-        key: k, label: k, color: color(k),
-        points: tl.map((p) => ({ t: toMs(p.t), y: isNum(p[k]) ? p[k] : null })),
-      }));
-      mount(panels.timeline, h('h3', null, 'Exposures over time'));
+      // The timeline holds new exposed units per interval; the chart shows running totals.
+      const series = order.map((k) => {
+        let run = 0;
+        return {
+          key: k, label: k, color: color(k),
+          points: tl.map((p) => { run += isNum(p[k]) ? p[k] : 0; return { t: toMs(p.t), y: run }; }),
+        };
+      });
+      mount(panels.timeline, h('h3', null, 'Exposed units over time (cumulative)'));
       const box = h('div');
       panels.timeline.appendChild(box);
       renderLineChart(box, { series, yMin: 0, yFormat: (v) => num(v, 3), ariaLabel: 'Exposures over time per variant', height: 180, testid: 'exposure-timeline' });
@@ -286,33 +290,35 @@ export async function render(root, [id], ctx) {
           h('table', { class: 'table lift-table', 'data-testid': 'lift-table', 'data-metric': metric },
             h('caption', null, h('code', null, metric), metric === snap.primary_metric ? ' (primary)' : '', list[0] && list[0].goal === 'minimize' ? ' · lower is better' : ''),
             h('thead', null, h('tr', null,
-              h('th', { scope: 'col' }, 'Treatment vs control'),
-              h('th', { scope: 'col', class: 'num' }, 'Control mean'),
-              h('th', { scope: 'col', class: 'num' }, 'Treatment mean'),
-              h('th', { scope: 'col', class: 'num' }, 'Abs lift [95% CI]'),
-              h('th', { scope: 'col' }, 'Interval'),
-              h('th', { scope: 'col', class: 'num' }, 'Rel lift [95% CI]'),
-              h('th', { scope: 'col', class: 'num' }, 'p-value (Holm)'),
-              h('th', { scope: 'col', class: 'num' }, 'Anytime CI · p'),
-              h('th', { scope: 'col', class: 'num' }, 'Chance to beat'),
+              h('th', { scope: 'col' }, 'Treatment', h('br'), h('span', { class: 'th-sub' }, 'vs control')),
+              h('th', { scope: 'col', class: 'num' }, 'Control', h('br'), h('span', { class: 'th-sub' }, 'mean')),
+              h('th', { scope: 'col', class: 'num' }, 'Treatment', h('br'), h('span', { class: 'th-sub' }, 'mean')),
+              h('th', { scope: 'col', class: 'num' }, 'Abs lift', h('br'), h('span', { class: 'th-sub' }, '95% CI')),
+              h('th', { scope: 'col', class: 'plot-head' }, 'Interval'),
+              h('th', { scope: 'col', class: 'num' }, 'Rel lift', h('br'), h('span', { class: 'th-sub' }, '95% CI')),
+              h('th', { scope: 'col', class: 'num' }, 'p-value', h('br'), h('span', { class: 'th-sub' }, 'Holm')),
+              h('th', { scope: 'col', class: 'num' }, 'Anytime CI', h('br'), h('span', { class: 'th-sub' }, 'anytime p')),
+              h('th', { scope: 'col', class: 'num' }, 'Chance', h('br'), h('span', { class: 'th-sub' }, 'to beat')),
               h('th', { scope: 'col' }, 'Significant'))),
             h('tbody', null, list.map((r) => {
               const good = r.goal === 'minimize' ? (r.abs_lift < 0) : (r.abs_lift > 0);
               const tone = r.significant ? (good ? 'good' : 'bad') : 'neutral';
               return h('tr', { class: `lift-row tone-${tone}`, 'data-testid': 'lift-row', 'data-treatment': r.treatment, 'data-significant': r.significant ? 'true' : 'false' },
-                h('th', { scope: 'row' }, h('code', null, r.treatment), h('span', { class: 'muted' }, ' vs '), h('code', null, r.control),
-                  isNum(r.treatment_units) ? h('div', { class: 'muted small' }, `${int(r.treatment_units)} vs ${int(r.control_units)} units`) : null),
+                h('th', { scope: 'row' }, h('code', null, r.treatment),
+                  h('div', { class: 'muted small' }, 'vs ', h('code', null, r.control)),
+                  isNum(r.treatment_units) ? h('div', { class: 'muted small' }, `${int(r.treatment_units)} / ${int(r.control_units)} units`) : null),
                 h('td', { class: 'num', 'data-testid': 'control-mean' }, num(r.control_mean)),
                 h('td', { class: 'num', 'data-testid': 'treatment-mean' }, num(r.treatment_mean)),
-                h('td', { class: 'num' }, h('div', null, signed(r.abs_lift)), h('div', { class: 'muted small' }, interval(r.abs_ci))),
-                h('td', { class: 'plot-cell' }, intervalPlot(r, domain, { tone })),
-                h('td', { class: 'num' }, h('div', null, signedPct(r.rel_lift)), h('div', { class: 'muted small' }, interval(r.rel_ci, (v) => signedPct(v)))),
-                h('td', { class: 'num' }, h('div', null, pValue(r.p_value)), h('div', { class: 'muted small' }, `Holm ${pValue(r.p_value_holm)}`)),
-                h('td', { class: 'num' }, h('div', null, interval(r.anytime_abs_ci)), h('div', { class: 'muted small' }, `p ${pValue(r.anytime_p_value)}`)),
+                h('td', { class: 'num' }, h('div', null, signed(r.abs_lift)), h('div', { class: 'muted small' }, interval(r.abs_ci, (v) => num(v, 3)))),
+                h('td', { class: 'plot-cell' }, intervalPlot(r, domain, { tone, width: 130 })),
+                h('td', { class: 'num' }, h('div', null, signedPct(r.rel_lift)), h('div', { class: 'muted small' }, interval(r.rel_ci, (v) => signedPct(v, 0)))),
+                h('td', { class: 'num' }, h('div', null, pValue(r.p_value)), h('div', { class: 'muted small' }, pValue(r.p_value_holm))),
+                h('td', { class: 'num' }, h('div', { class: 'small' }, interval(r.anytime_abs_ci, (v) => num(v, 3))), h('div', { class: 'muted small' }, pValue(r.anytime_p_value))),
                 h('td', { class: 'num', 'data-testid': 'chance-to-beat' }, pct(r.chance_to_beat)),
-                h('td', null, r.significant
-                  ? h('span', { class: `sig sig-${tone}`, 'data-testid': 'significant' }, good ? '✓ Significant (better)' : '✓ Significant (worse)')
-                  : h('span', { class: 'muted', 'data-testid': 'not-significant' }, r.reason ? r.reason : 'Not yet')));
+                h('td', { class: 'sig-cell' }, r.significant
+                  ? h('span', { class: `sig sig-${tone}`, 'data-testid': 'significant' }, good ? '✓ Yes, better' : '✓ Yes, worse')
+                  : [h('span', { class: 'muted', 'data-testid': 'not-significant' }, 'Not yet'),
+                    r.reason ? h('div', { class: 'muted small reason' }, r.reason) : null]));
             }))));
       }));
   }
