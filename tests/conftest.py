@@ -157,3 +157,9 @@ def experiment_payload(**over: Any) -> dict[str, Any]:
     }
     body.update(over)
     return body
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests last: Playwright's sync API runs an event loop of its own, which must not
+    be alive while the async tests set up their fixtures."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
