@@ -14,6 +14,9 @@ from litmus.core.snapshot import MetricAgg
 from litmus.db.queries import q
 
 
+FOLD_TIMEOUT_S = 3600.0
+
+
 @dataclass(frozen=True, slots=True)
 class Aggregates:
     """Everything a snapshot needs from the database, keyed by variant position."""
@@ -35,12 +38,14 @@ async def fold_new_events(conn: asyncpg.Connection) -> tuple[int, int]:
             await conn.execute(q("fold_moves_table"))
             # Order matters: first exposures decide arms, then earlier totals move with their
             # units, and only then are the new metric totals added to the units' arms.
-            await conn.execute(q("fold_exposures"), lo, hi)
-            await conn.execute(q("fold_exposure_events"), lo, hi)
-            await conn.execute(q("fold_exposure_units"))
-            await conn.execute(q("fold_timeline"))
-            await conn.execute(q("fold_move_metrics"))
-            await conn.execute(q("fold_metrics"), lo, hi)
+            # A catch-up over millions of events may take minutes: no command timeout here.
+            t = FOLD_TIMEOUT_S
+            await conn.execute(q("fold_exposures"), lo, hi, timeout=t)
+            await conn.execute(q("fold_exposure_events"), lo, hi, timeout=t)
+            await conn.execute(q("fold_exposure_units"), timeout=t)
+            await conn.execute(q("fold_timeline"), timeout=t)
+            await conn.execute(q("fold_move_metrics"), timeout=t)
+            await conn.execute(q("fold_metrics"), lo, hi, timeout=t)
             await conn.execute(q("watermark_set"), hi)
     return int(lo), int(max(hi, lo))
 

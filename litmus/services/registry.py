@@ -64,6 +64,8 @@ class Registry:
         self._by_ref: dict[str, Entry] = {}
         self._by_id: dict[str, Entry] = {}
         self._pending: set[str] = set()
+        # Ids reloaded one by one while a full reload's read is in flight (None: none running).
+        self._touched: set[str] | None = None
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -136,12 +138,16 @@ class Registry:
 
     async def reload_all(self) -> None:
         """Replace everything with what the database holds now."""
-        rows = await db.registry_rows(self._pool)
+        self._touched = set()
+        try:
+            rows = await db.registry_rows(self._pool)
+        finally:
+            touched, self._touched = self._touched, None
         by_id: dict[str, Entry] = {}
         by_ref: dict[str, Entry] = {}
         for exp, weights in rows:
             entry = self._by_id.get(exp.id)
-            if entry is None or entry.experiment.version != exp.version or entry.weights != _merged(exp, weights):
+            if entry is None or entry.experiment != exp or entry.weights != _merged(exp, weights):
                 try:
                     entry = make_entry(exp, weights)
                 except ValueError as exc:
@@ -154,9 +160,15 @@ class Registry:
         self._by_id, self._by_ref = by_id, by_ref
         self.reloads += 1
         self._rebuild_config()
+        if touched:
+            # Changes applied while the full read was in flight are newer than what it read.
+            self._pending |= touched
+            self._wake.set()
 
     async def reload_one(self, exp_id: str) -> None:
         """Reload one experiment (or forget it when it is gone)."""
+        if self._touched is not None:
+            self._touched.add(exp_id)
         rows = await db.registry_rows(self._pool, exp_id)
         entry: Entry | None = None
         if rows:
