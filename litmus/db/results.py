@@ -13,7 +13,6 @@ from litmus.core.bandit import BanditState
 from litmus.core.snapshot import MetricAgg
 from litmus.db.queries import q
 
-
 FOLD_TIMEOUT_S = 3600.0
 
 
