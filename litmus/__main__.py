@@ -28,7 +28,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Start the embedded database when needed, migrate once, and serve."""
     from litmus.db.pool import resolve_dsn, run_migrations
     from litmus.logs import configure
-    from litmus.serve import serve_one, worker
+    from litmus.serve import port_problem, serve_one, worker
     from litmus.services.auth import ensure_admin_token
 
     settings = _settings()
@@ -42,6 +42,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 2
         settings = replace(settings, workers=args.workers)
     configure(settings)
+    problem = port_problem(settings.host, settings.port)
+    if problem:
+        print(f"litmus: {problem}", file=sys.stderr)
+        return 1
     settings, generated = ensure_admin_token(settings)
     try:
         dsn = asyncio.run(resolve_dsn(settings))

@@ -8,7 +8,23 @@ import socket
 from litmus.settings import Settings
 
 
-def serve_one(settings: Settings, sock: socket.socket | None = None) -> None:
+def port_problem(host: str, port: int) -> str | None:
+    """Why the address cannot be listened on (in use, unknown host), or None."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"cannot resolve LITMUS_HOST {host!r}: {exc.strerror}"
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            return f"cannot listen on {host}:{port}: {exc.strerror} (set LITMUS_PORT or --port)"
+    return None
+
+
+def serve_one(settings: Settings) -> None:
     """Run one full app in this process until SIGTERM/SIGINT."""
     import gc
 
@@ -29,13 +45,10 @@ def serve_one(settings: Settings, sock: socket.socket | None = None) -> None:
     app.on_startup.append(_freeze)
     gc.set_threshold(50_000, 50, 100)
     kwargs: dict[str, object] = {"access_log": None, "print": None, "shutdown_timeout": 30}
-    if sock is not None:
-        web.run_app(app, sock=sock, loop=uvloop.new_event_loop(), **kwargs)  # type: ignore[arg-type]
-    else:
-        web.run_app(
-            app, host=settings.host, port=settings.port, reuse_port=settings.workers > 1,
-            loop=uvloop.new_event_loop(), **kwargs,  # type: ignore[arg-type]
-        )
+    web.run_app(
+        app, host=settings.host, port=settings.port, reuse_port=settings.workers > 1,
+        loop=uvloop.new_event_loop(), **kwargs,  # type: ignore[arg-type]
+    )
 
 
 def worker(settings: Settings) -> None:
