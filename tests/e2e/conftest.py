@@ -165,10 +165,12 @@ def live_server(e2e_settings: Settings) -> Iterator[LiveServer]:
 # ---------------------------------------------------------------- the browser
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(template_db: str) -> Iterator[Any]:
-    # template_db first: the session's database fixtures use asyncio.run(), which cannot run
-    # once Playwright's sync API holds the thread's event loop.
+    # Playwright's sync API keeps an event loop marked as running in this thread until it
+    # stops, and asyncio.run() / pytest-asyncio cannot run while it does: so the session's
+    # database fixtures start first (template_db), and the browser stops at the end of each
+    # module, before any other test module's async fixtures run.
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/ensure_chromium.sh` (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright

@@ -411,3 +411,30 @@ def test_keyboard_launch_and_stop_dialog(ui: Page) -> None:
     expect(page.get_by_test_id("stop-confirm")).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.get_by_test_id("status-badge").first).to_have_text("STOPPED")
+
+
+def test_results_poll_every_2_s_and_slower_while_the_tab_is_hidden(ui: Page) -> None:
+    exp = create(ui.server)
+    page = ui.page
+    seen: list[str] = []
+    page.on("request", lambda r: seen.append(r.url) if r.url.endswith("/results") else None)
+    ui.goto(f"/experiments/{exp['id']}/results")
+    expect(page.get_by_test_id("no-results")).to_be_visible()
+    page.wait_for_timeout(4_500)
+    assert 2 <= len(seen) <= 4, seen  # now, then every 2 s
+
+    set_hidden = """hidden => {
+        Object.defineProperty(document, 'hidden', {configurable: true, get: () => hidden});
+        Object.defineProperty(document, 'visibilityState', {configurable: true, get: () => hidden ? 'hidden' : 'visible'});
+        document.dispatchEvent(new Event('visibilitychange'));
+    }"""
+    page.evaluate(set_hidden, True)
+    expect(page.get_by_test_id("poll-state")).to_contain_text("every 15 s")
+    before = len(seen)
+    page.wait_for_timeout(5_000)
+    assert len(seen) == before, "polled every 2 s while the tab was hidden"
+
+    page.evaluate(set_hidden, False)  # back in view: check at once, then every 2 s again
+    expect(page.get_by_test_id("poll-state")).to_contain_text("every 2 s")
+    page.wait_for_timeout(500)
+    assert len(seen) == before + 1

@@ -5,6 +5,7 @@ pause, stop with the button. Plus a bandit that converges, seen on its results p
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -17,6 +18,18 @@ pytestmark = pytest.mark.browser
 API = "/api/v1"
 
 
+def post_events(server: LiveServer, path: str, events: list[dict[str, Any]]) -> None:
+    """Post a batch; a launch reaches the in-memory registry within a second (SPEC section 1),
+    so retry while the server still sees the experiment as a draft."""
+    deadline = time.monotonic() + 10
+    while True:
+        status, body = server.api("POST", f"{API}{path}", {"events": events})
+        if status == 202:
+            return
+        assert status == 422 and "is a draft" in str(body) and time.monotonic() < deadline, (status, str(body)[:300])
+        time.sleep(0.1)
+
+
 def exposures(server: LiveServer, exp_id: str, counts: dict[str, int], start: int = 0) -> None:
     """Post `counts[variant]` exposures of new units per variant, in one batch."""
     events = []
@@ -25,7 +38,7 @@ def exposures(server: LiveServer, exp_id: str, counts: dict[str, int], start: in
         for _ in range(k):
             events.append({"experiment": exp_id, "unit_id": f"u{n}", "variant": variant})
             n += 1
-    server.api("POST", f"{API}/events/exposure", {"events": events}, expect=202)
+    post_events(server, "/events/exposure", events)
 
 
 def bar_value(page: Any, key: str) -> float:
@@ -85,7 +98,7 @@ def test_seed_flow_create_launch_watch_pause_stop(ui: Page) -> None:
 
     exposures(server, exp_id, {"model_a": 20, "model_b": 60, "model_c": 20}, start=100)
     conversions = [{"type": "conversion", "experiment": exp_id, "unit_id": f"u{n}"} for n in range(0, 200, 4)]
-    server.api("POST", f"{API}/events", {"events": conversions}, expect=202)
+    post_events(server, "/events", conversions)
     expect(page.get_by_test_id("total-units")).to_have_text("200", timeout=20_000)
     expect(page.get_by_test_id("exposure-bar-model_b")).to_have_attribute("data-value", "90")
     expect(page.get_by_test_id("exposure-bar-model_a")).to_have_attribute("data-value", "70")
@@ -152,7 +165,7 @@ def test_bandit_results_show_p_best_weights_over_time_and_convergence(ui: Page) 
                 events.append({"type": "exposure", "experiment": exp_id, "unit_id": unit, "variant": variant})
                 if (i % 100) < rate * 100:
                     events.append({"type": "conversion", "experiment": exp_id, "unit_id": unit})
-        server.api("POST", f"{API}/events", {"events": events}, expect=202)
+        post_events(server, "/events", events)
         # Let a few recomputes pass, so the history has points over time.
         expect(page.get_by_test_id("total-units")).to_have_attribute(
             "data-value", str((round_ + 1) * 500), timeout=20_000)
@@ -177,7 +190,7 @@ def test_results_at_phone_width(phone: Page) -> None:
     server.api("POST", f"{API}/experiments/{exp['id']}/launch", {"ramp": 0.5}, expect=200)
     exposures(server, exp["id"], {"model_a": 40, "model_b": 44})
     conversions = [{"type": "conversion", "experiment": exp["id"], "unit_id": f"u{n}"} for n in range(0, 84, 3)]
-    server.api("POST", f"{API}/events", {"events": conversions}, expect=202)
+    post_events(server, "/events", conversions)
     page = phone.page
     phone.goto(f"/experiments/{exp['id']}/results")
     expect(page.get_by_test_id("total-units")).to_have_attribute("data-value", "84", timeout=20_000)

@@ -19,9 +19,21 @@ let cleanup = null;
 let renderSeq = 0;
 
 export function navigate(path, { replace = false } = {}) {
-  if (replace) history.replaceState(null, '', path);
-  else history.pushState(null, '', path);
-  render();
+  if (replace) {
+    history.replaceState(null, '', path);
+    render();
+    return;
+  }
+  history.pushState(null, '', path);
+  window.scrollTo(0, 0);
+  // Keyboard and screen-reader users land on the new screen's heading (unless the screen
+  // focused a field itself).
+  render().then(() => {
+    if (!root.contains(document.activeElement)) {
+      const h1 = root.querySelector('h1');
+      if (h1) h1.focus({ preventScroll: true });
+    }
+  });
 }
 
 function markNav(name) {

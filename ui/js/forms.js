@@ -24,7 +24,7 @@ export class FieldErrors {
   /** Show one message at the top of the form (role=alert). */
   showSummary(...content) {
     if (!this.summary) return;
-    this.summary.replaceChildren(...content);
+    this.summary.replaceChildren(...content.filter((c) => c !== null && c !== undefined && c !== false));
     this.summary.hidden = false;
   }
 

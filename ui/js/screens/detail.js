@@ -183,11 +183,11 @@ export async function render(root, [id], ctx) {
   }
 
   function variantsTable() {
-    return h('div', { class: 'table-wrap' }, h('table', { class: 'table', 'data-testid': 'variants-table' },
+    return h('div', { class: 'table-wrap' }, h('table', { class: 'table stack', 'data-testid': 'variants-table' },
       h('thead', null, h('tr', null, ['Key', 'Name', 'Weight', 'Config'].map((c) => h('th', { scope: 'col', class: c === 'Weight' ? 'num' : null }, c)))),
       h('tbody', null, exp.variants.map((v) => h('tr', { 'data-testid': 'variant', 'data-key': v.key },
-        h('td', { 'data-label': 'Key' }, h('code', null, v.key), v.is_control ? h('span', { class: 'tag tag-control' }, 'control') : null,
-          exp.winner === v.key ? h('span', { class: 'tag tag-winner' }, 'winner') : null),
+        h('td', { 'data-label': 'Key' }, h('span', null, h('code', null, v.key), v.is_control ? h('span', { class: 'tag tag-control' }, 'control') : null,
+          exp.winner === v.key ? h('span', { class: 'tag tag-winner' }, 'winner') : null)),
         h('td', { 'data-label': 'Name' }, v.name || h('span', { class: 'muted' }, '—')),
         h('td', { 'data-label': 'Weight', class: 'num' }, String(v.weight)),
         h('td', { 'data-label': 'Config', class: 'config-cell' }, v.config === null || v.config === undefined

@@ -74,7 +74,7 @@ export async function render(root, _params, ctx) {
     return undefined;
   }
 
-  const table = h('table', { class: 'table', 'data-testid': 'experiments-table' },
+  const table = h('table', { class: 'table stack', 'data-testid': 'experiments-table' },
     h('caption', { class: 'sr-only' }, 'Experiments, newest first'),
     h('thead', null, h('tr', null,
       ['Name', 'Key', 'Owner team', 'Status', 'Ramp', 'Allocation', 'Created'].map((c) => h('th', { scope: 'col' }, c)))),
