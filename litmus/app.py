@@ -7,7 +7,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from litmus.api import assign, events, experiments, ops, results, ui
+from litmus.api.cors import cors_middlewares
 from litmus.api.middleware import auth_middleware, error_middleware
+from litmus.api.observability import observe_middleware
+from litmus.api.observability import setup as setup_observability
 from litmus.db.pool import open_database
 from litmus.keys import AUTH, DSN, POOL, RECOMPUTE, REGISTRY, SETTINGS
 from litmus.services.auth import Authenticator
@@ -49,7 +52,8 @@ async def recompute_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     """The whole Litmus application for one process."""
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[observe_middleware, *cors_middlewares(settings), error_middleware,
+                     auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -59,6 +63,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(registry_ctx)
     app.cleanup_ctx.append(events.ingest_ctx)
     app.cleanup_ctx.append(recompute_ctx)
+    setup_observability(app)
     app.add_routes(ops.routes)
     app.add_routes(experiments.routes)
     app.add_routes(assign.routes)

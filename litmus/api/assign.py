@@ -18,6 +18,7 @@ from litmus.api.middleware import read_json
 from litmus.core.assignment import assign as core_assign
 from litmus.errors import NotFound, PayloadTooLarge, ValidationFailed
 from litmus.keys import REGISTRY
+from litmus.metrics import ASSIGNMENTS, NO_VARIANT
 from litmus.services.registry import Entry, Registry
 
 routes = web.RouteTableDef()
@@ -70,6 +71,8 @@ def _raise(fields: dict[str, str]) -> None:
 
 def _answer(entry: Entry, unit_id: str, attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     a = core_assign(entry.compiled, unit_id, attributes)
+    # Inline rather than metrics.count_assignment(): one call less on the hottest line.
+    ASSIGNMENTS[(entry.experiment.key, a.variant or NO_VARIANT)] += 1
     return {
         "experiment": entry.experiment.key,
         "unit_id": unit_id,
