@@ -71,7 +71,8 @@ CREATE TEMP TABLE IF NOT EXISTS fold_moves (
 
 -- name: fold_exposures
 -- Per-unit first exposures from the new events; records every unit whose first exposure is
--- new or changed (an earlier exposure arrived late) in fold_moves for the arm deltas below.
+-- new or moved earlier (an earlier exposure arrived late) in fold_moves for the arm deltas.
+-- Each new unit is looked up once in unit_exposures (joined, materialised): no CTE-to-CTE join.
 WITH new AS (
     SELECT experiment_id, unit_id, (array_agg(variant ORDER BY ts, ingest_xid))[1] AS variant,
            min(ts) AS first_ts, count(*) AS n
@@ -81,22 +82,23 @@ WITH new AS (
       AND NOT EXISTS (SELECT 1 FROM experiments x
                       WHERE x.id = experiment_id AND x.stopped_at IS NOT NULL AND ts > x.stopped_at)
     GROUP BY experiment_id, unit_id
-), old AS (
-    SELECT u.experiment_id, u.unit_id, u.variant, u.first_ts
-    FROM unit_exposures u JOIN new USING (experiment_id, unit_id)
+), joined AS MATERIALIZED (
+    SELECT n.experiment_id, n.unit_id, n.variant, n.first_ts, n.n,
+           u.variant AS old_variant, u.first_ts AS old_ts
+    FROM new n
+    LEFT JOIN unit_exposures u ON u.experiment_id = n.experiment_id AND u.unit_id = n.unit_id
 ), up AS (
     INSERT INTO unit_exposures AS u (experiment_id, unit_id, variant, first_ts, exposures)
-    SELECT experiment_id, unit_id, variant, first_ts, n FROM new
+    SELECT experiment_id, unit_id, variant, first_ts, n FROM joined
     ON CONFLICT (experiment_id, unit_id) DO UPDATE SET
         variant = CASE WHEN EXCLUDED.first_ts < u.first_ts THEN EXCLUDED.variant ELSE u.variant END,
         first_ts = LEAST(u.first_ts, EXCLUDED.first_ts),
         exposures = u.exposures + EXCLUDED.exposures
-    RETURNING u.experiment_id, u.unit_id, u.variant, u.first_ts
 )
 INSERT INTO fold_moves (experiment_id, unit_id, old_variant, new_variant, old_ts, new_ts)
-SELECT up.experiment_id, up.unit_id, old.variant, up.variant, old.first_ts, up.first_ts
-FROM up LEFT JOIN old USING (experiment_id, unit_id)
-WHERE old.variant IS DISTINCT FROM up.variant OR old.first_ts IS DISTINCT FROM up.first_ts;
+SELECT experiment_id, unit_id, old_variant, variant, old_ts, first_ts
+FROM joined
+WHERE old_ts IS NULL OR first_ts < old_ts;
 
 -- name: fold_exposure_events
 INSERT INTO arm_exposures AS a (experiment_id, variant, events)
@@ -155,7 +157,8 @@ ON CONFLICT (experiment_id, variant, metric) DO UPDATE SET
 
 -- name: fold_metrics
 -- Per-unit totals from the new metric events, and their deltas on the unit's arm:
--- Σ total grows by the new sum, Σ total² by new_total² − old_total².
+-- Σ total grows by the new sum, Σ total² by new_total² − old_total², units by the units new to
+-- the metric. Each (unit, metric) is looked up once, before the upsert (same snapshot).
 WITH new AS (
     SELECT experiment_id, unit_id, metric, sum(value) AS s, count(*) AS c
     FROM metric_events
@@ -163,21 +166,26 @@ WITH new AS (
       AND NOT EXISTS (SELECT 1 FROM experiments x
                       WHERE x.id = experiment_id AND x.stopped_at IS NOT NULL AND ts > x.stopped_at)
     GROUP BY experiment_id, unit_id, metric
+), joined AS MATERIALIZED (
+    SELECT n.experiment_id, n.unit_id, n.metric, n.s, n.c, m.total AS old_total,
+           coalesce(e.variant, -1) AS arm
+    FROM new n
+    LEFT JOIN unit_metrics m
+           ON m.experiment_id = n.experiment_id AND m.unit_id = n.unit_id AND m.metric = n.metric
+    LEFT JOIN unit_exposures e ON e.experiment_id = n.experiment_id AND e.unit_id = n.unit_id
 ), up AS (
     INSERT INTO unit_metrics AS m (experiment_id, unit_id, metric, total, events)
-    SELECT experiment_id, unit_id, metric, s, c FROM new
+    SELECT experiment_id, unit_id, metric, s, c FROM joined
     ON CONFLICT (experiment_id, unit_id, metric) DO UPDATE SET
         total = m.total + EXCLUDED.total, events = m.events + EXCLUDED.events
-    RETURNING m.experiment_id, m.unit_id, m.metric, m.total, (m.xmax = 0) AS inserted
 )
 INSERT INTO arm_metrics AS a (experiment_id, variant, metric, units, events, sum, sum_sq)
-SELECT up.experiment_id, coalesce(e.variant, -1), up.metric,
-       sum(CASE WHEN up.inserted THEN 1 ELSE 0 END), sum(n.c), sum(n.s),
-       sum(up.total * up.total - (up.total - n.s) * (up.total - n.s))
-FROM up
-JOIN new n USING (experiment_id, unit_id, metric)
-LEFT JOIN unit_exposures e USING (experiment_id, unit_id)
-GROUP BY up.experiment_id, coalesce(e.variant, -1), up.metric
+SELECT experiment_id, arm, metric,
+       count(*) FILTER (WHERE old_total IS NULL), sum(c), sum(s),
+       sum((coalesce(old_total, 0) + s) * (coalesce(old_total, 0) + s)
+           - coalesce(old_total, 0) * coalesce(old_total, 0))
+FROM joined
+GROUP BY experiment_id, arm, metric
 ON CONFLICT (experiment_id, variant, metric) DO UPDATE SET
     units = a.units + EXCLUDED.units, events = a.events + EXCLUDED.events,
     sum = a.sum + EXCLUDED.sum, sum_sq = a.sum_sq + EXCLUDED.sum_sq;

@@ -35,11 +35,15 @@ async def fold_new_events(conn: asyncpg.Connection) -> tuple[int, int]:
         hi = await conn.fetchval(q("snapshot_xmin"))
         if hi > lo:
             await conn.execute(q("fold_moves_table"))
+            # Hash aggregates over a catch-up's millions of units stay in memory.
+            await conn.execute("SET LOCAL work_mem = '256MB'")
             # Order matters: first exposures decide arms, then earlier totals move with their
             # units, and only then are the new metric totals added to the units' arms.
             # A catch-up over millions of events may take minutes: no command timeout here.
             t = FOLD_TIMEOUT_S
             await conn.execute(q("fold_exposures"), lo, hi, timeout=t)
+            # Row counts for the planner: few moves -> index lookups, many -> hash joins.
+            await conn.execute("ANALYZE fold_moves", timeout=t)
             await conn.execute(q("fold_exposure_events"), lo, hi, timeout=t)
             await conn.execute(q("fold_exposure_units"), timeout=t)
             await conn.execute(q("fold_timeline"), timeout=t)
