@@ -2,8 +2,8 @@
 -- Schema and its rationale: sql/migrations/0002_events.sql.
 
 -- name: stage_create
--- The writer's own connection stages each flush here (COPY), then one statement below moves
--- it into the partitioned tables. Temporary: no WAL, no indexes; emptied at every commit.
+-- When a flush holds a repeated event_id (its COPY into event_ids failed), the writer stages
+-- it here and stage_flush moves what is new. Temporary: no WAL, no index; emptied at commit.
 CREATE TEMP TABLE IF NOT EXISTS stage_exposures (
     experiment_id uuid NOT NULL,
     unit_id       text COLLATE "C" NOT NULL,
@@ -26,8 +26,8 @@ CREATE TEMP TABLE IF NOT EXISTS stage_metric_events (
 -- name: stage_flush
 -- Claim every client-supplied event_id in event_ids; store the staged events whose id this
 -- statement claimed (a repeat of an earlier event_id finds its id taken and is dropped), and
--- every event with a server-made id (unique by construction, so never claimed). Within one
--- flush the writer has already removed repeats. Returns (exposures stored, metrics stored).
+-- every event with a server-made id (dedupe false: unique by construction). The writer has
+-- already removed repeats within the flush. Returns (exposures stored, metrics stored).
 WITH claimed AS (
     INSERT INTO event_ids (experiment_id, event_id)
     SELECT experiment_id, event_id FROM stage_exposures WHERE dedupe

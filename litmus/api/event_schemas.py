@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -20,14 +19,20 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from litmus.api.schemas import SLUG
 from litmus.core.models import Experiment
 from litmus.errors import PayloadTooLarge, ValidationFailed
-from litmus.services.ingest import EventBatch, server_event_id
+from litmus.services.ingest import (
+    PG_EPOCH_UNIX_US,
+    EventBatch,
+    Micros,
+    server_event_id,
+    to_micros,
+)
 
 MAX_EVENTS = 10_000
 MAX_UNIT_ID = 256
 MAX_EVENT_ID = 128
 MAX_REF = 200
 MAX_FIELDS_SHOWN = 1000
-FUTURE_LIMIT = timedelta(days=1)
+FUTURE_LIMIT_US = 86_400 * 1_000_000
 # Anything before 2000 is almost surely epoch seconds sent as milliseconds.
 EPOCH_MS_MIN = 946_684_800_000
 _SLUG = re.compile(SLUG)
@@ -130,7 +135,7 @@ class _Resolved:
     def __init__(self, entry: EntryLike | None, error: str | None) -> None:
         self.entry = entry
         self.error = error
-        self.uid = uuid.UUID(entry.experiment.id) if entry is not None and error is None else None
+        self.uid = entry.experiment.id if entry is not None and error is None else None
 
 
 def _resolve(ref: str, lookup: Lookup) -> _Resolved:
@@ -146,16 +151,20 @@ def _resolve(ref: str, lookup: Lookup) -> _Resolved:
     return _Resolved(entry, None)
 
 
-def parse_ts(raw: Any, now: datetime) -> datetime | str:
-    """ISO-8601 or epoch milliseconds -> aware datetime, or the reason it is refused."""
-    if isinstance(raw, str):
+def parse_ts(raw: Any, now_us: int) -> Micros | str:
+    """ISO-8601 or epoch milliseconds -> the writer's time value, or why it is refused."""
+    if type(raw) is str:
         try:
-            ts = datetime.fromisoformat(raw)
+            dt = datetime.fromisoformat(raw)
         except ValueError:
             return "must be an ISO-8601 time (2026-01-31T12:00:00Z) or epoch milliseconds"
-        if ts.tzinfo is None:
-            ts = ts.replace(tzinfo=UTC)
-    elif isinstance(raw, int | float) and not isinstance(raw, bool):
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        try:
+            ts = to_micros(dt)
+        except OverflowError:
+            return "is out of range"
+    elif type(raw) is int or type(raw) is float:
         if not math.isfinite(raw):
             return "must be a finite number of epoch milliseconds"
         if raw < EPOCH_MS_MIN:
@@ -163,13 +172,10 @@ def parse_ts(raw: Any, now: datetime) -> datetime | str:
                 "is before the year 2000: send epoch milliseconds "
                 "(this looks like seconds), or an ISO-8601 time"
             )
-        try:
-            ts = datetime.fromtimestamp(raw / 1000.0, UTC)
-        except (OverflowError, OSError, ValueError):
-            return "is out of range"
+        ts = (round(raw * 1000) - PG_EPOCH_UNIX_US,)
     else:
         return "must be an ISO-8601 string or epoch milliseconds"
-    if ts - now > FUTURE_LIMIT:
+    if ts[0] - now_us > FUTURE_LIMIT_US:
         return "is more than a day in the future"
     return ts
 
@@ -213,124 +219,128 @@ def validate_events(
     """Check every event of a body; all valid -> rows, else one 422 naming each bad event."""
     events, is_batch = _events_of(body)
     out = EventBatch(nbytes=nbytes + 200 * len(events))
-    exposures, metrics = out.exposures, out.metrics
+    exposures, metrics, claims = out.exposures, out.metrics, out.claims
     errors: dict[str, str] = {}
     bad = 0
     resolved: dict[str, _Resolved] = {}
+    now_ts = to_micros(now)
+    now_us = now_ts[0]
+    fixed: frozenset[str] | None = None if kind == "typed" else _ALLOWED[kind]
     for i, ev in enumerate(events):
-        prefix = f"events[{i}]." if is_batch else ""
-        if not isinstance(ev, dict):
+        if type(ev) is not dict:
             errors[f"events[{i}]" if is_batch else "body"] = "must be an event object"
             bad += 1
             continue
-        errs: list[tuple[str, str]] = []
-        # Which kind of event this is.
-        typ: str = kind
-        if kind == "typed":
-            t = ev.get("type")
-            if t is None:
-                errs.append(("type", "field required: one of exposure, metric, conversion"))
-            elif t not in _ALLOWED_TYPED:
-                errs.append(("type", f"must be one of exposure, metric, conversion, not {t!r}"))
-            else:
-                typ = t
-            allowed = _ALLOWED_TYPED.get(typ)
+        errs: list[tuple[str, str]] | None = None
+        # Which kind of event this is, and the fields it may have.
+        typ: str
+        if fixed is not None:
+            typ, allowed = kind, fixed
         else:
-            allowed = _ALLOWED[typ]
-        if allowed is not None:
-            for k in ev:
-                if k not in allowed:
-                    errs.append((k, "unknown field"))
+            t = ev.get("type")
+            if t in _ALLOWED_TYPED:
+                typ, allowed = t, _ALLOWED_TYPED[t]
+            else:
+                typ, allowed = "", _ALLOWED_TYPED["conversion"]
+                errs = [("type", "field required: one of exposure, metric, conversion"
+                         if t is None else f"must be one of exposure, metric, conversion, not {t!r}")]
+        if not ev.keys() <= allowed:
+            errs = errs or []
+            errs += [(k, "unknown field") for k in ev if k not in allowed]
         # Fields every event has.
         ref = ev.get("experiment")
-        res: _Resolved | None = None
-        if ref is None:
-            errs.append(("experiment", "field required"))
-        elif not isinstance(ref, str) or not ref or len(ref) > MAX_REF:
-            errs.append(("experiment", "must be an experiment key or id (a non-empty string)"))
-        else:
-            res = resolved.get(ref)
-            if res is None:
+        res = resolved.get(ref) if type(ref) is str else None
+        if res is None:
+            if type(ref) is str and ref and len(ref) <= MAX_REF:
                 res = resolved[ref] = _resolve(ref, lookup)
-            if res.error is not None:
-                errs.append(("experiment", res.error))
+            else:
+                errs = errs or []
+                errs.append(("experiment", "field required" if ref is None else
+                             "must be an experiment key or id (a non-empty string)"))
+        if res is not None and res.error is not None:
+            errs = errs or []
+            errs.append(("experiment", res.error))
         unit: Any = ev.get("unit_id")
-        if unit is None:
-            errs.append(("unit_id", "field required"))
-        elif not isinstance(unit, str) or not unit:
-            errs.append(("unit_id", "must be a non-empty string"))
-        elif len(unit) > MAX_UNIT_ID:
-            errs.append(("unit_id", f"must be at most {MAX_UNIT_ID} characters"))
+        if type(unit) is not str or not unit or len(unit) > MAX_UNIT_ID:
+            errs = errs or []
+            errs.append(("unit_id", "field required" if unit is None else
+                         "must be a non-empty string" if type(unit) is not str or not unit else
+                         f"must be at most {MAX_UNIT_ID} characters"))
         raw_ts = ev.get("ts")
-        ts: datetime | str = now if raw_ts is None else parse_ts(raw_ts, now)
-        if isinstance(ts, str):
+        ts: Micros | str = now_ts if raw_ts is None else parse_ts(raw_ts, now_us)
+        if type(ts) is str:
+            errs = errs or []
             errs.append(("ts", ts))
         eid: Any = ev.get("event_id")
-        dedupe = True
-        if eid is None:
-            dedupe = False
-        elif not isinstance(eid, str) or not eid:
-            errs.append(("event_id", "must be a non-empty string"))
-        elif len(eid) > MAX_EVENT_ID:
-            errs.append(("event_id", f"must be at most {MAX_EVENT_ID} characters"))
+        if eid is not None and (type(eid) is not str or not eid or len(eid) > MAX_EVENT_ID):
+            errs = errs or []
+            errs.append(("event_id", f"must be at most {MAX_EVENT_ID} characters"
+                         if type(eid) is str and eid else "must be a non-empty string"))
         # The variant: required for exposures, optional for metrics.
         raw_variant = ev.get("variant")
         variant: int | None = None
-        if raw_variant is None:
-            if typ == "exposure":
-                errs.append(("variant", "field required: the variant key the unit was served"))
-        elif not isinstance(raw_variant, str):
-            errs.append(("variant", "must be a variant key (a string)"))
-        elif res is not None and res.entry is not None:
-            variant = res.entry.variant_index.get(raw_variant)
-            if variant is None:
-                keys = ", ".join(res.entry.variant_index)
-                errs.append((
-                    "variant",
-                    f"unknown variant {raw_variant!r} of experiment {ref!r} (its variants: {keys})",
-                ))
+        if raw_variant is not None:
+            if type(raw_variant) is not str:
+                errs = errs or []
+                errs.append(("variant", "must be a variant key (a string)"))
+            elif res is not None and res.entry is not None:
+                variant = res.entry.variant_index.get(raw_variant)
+                if variant is None:
+                    keys = ", ".join(res.entry.variant_index)
+                    errs = errs or []
+                    errs.append(("variant", f"unknown variant {raw_variant!r} of experiment "
+                                            f"{ref!r} (its variants: {keys})"))
+        elif typ == "exposure":
+            errs = errs or []
+            errs.append(("variant", "field required: the variant key the unit was served"))
         # Metric and value.
-        metric = ""
+        metric = "conversion"
         value = 1.0
         if typ != "exposure":
             m = ev.get("metric")
-            if m is None:
-                if typ == "conversion":
-                    metric = "conversion"
+            if m is not None:
+                if type(m) is str and _SLUG.match(m):
+                    metric = m
                 else:
-                    errs.append(("metric", "field required"))
-            elif not isinstance(m, str) or not _SLUG.match(m):
-                errs.append((
-                    "metric",
-                    "must be a metric name: lower-case letters, digits, '_' or '-', "
-                    "starting with a letter or digit, at most 64 characters",
-                ))
-            else:
-                metric = m
+                    errs = errs or []
+                    errs.append(("metric", "must be a metric name: lower-case letters, digits, "
+                                           "'_' or '-', starting with a letter or digit, at most "
+                                           "64 characters"))
+            elif typ == "metric":
+                errs = errs or []
+                errs.append(("metric", "field required"))
             v = ev.get("value")
-            if v is None:
-                if typ != "conversion":
-                    errs.append(("value", "field required"))
-            elif isinstance(v, bool) or not isinstance(v, int | float):
-                errs.append(("value", "must be a number"))
-            else:
-                value = float(v)
-                if not math.isfinite(value):
-                    errs.append(("value", "must be a finite number (not NaN or infinity)"))
+            if v is not None:
+                if type(v) is float or (type(v) is int):
+                    value = float(v)
+                    if not math.isfinite(value):
+                        errs = errs or []
+                        errs.append(("value", "must be a finite number (not NaN or infinity)"))
+                else:
+                    errs = errs or []
+                    errs.append(("value", "must be a number"))
+            elif typ == "metric":
+                errs = errs or []
+                errs.append(("value", "field required"))
         if errs:
             bad += 1
+            prefix = f"events[{i}]." if is_batch else ""
             for name, msg in errs:
                 errors.setdefault(prefix + name, msg)
             continue
         if errors:
             continue  # the batch is refused anyway: only keep looking for errors
-        assert res is not None and res.uid is not None and isinstance(ts, datetime)
-        event_id: str = eid if dedupe else server_event_id()
+        assert res is not None and res.uid is not None and type(ts) is tuple
+        uid = res.uid
+        if eid is None:
+            eid = server_event_id()
+        else:
+            claims.append((uid, eid))
         if typ == "exposure":
             assert variant is not None
-            exposures.append((res.uid, unit, variant, ts, event_id, dedupe))
+            exposures.append((uid, unit, variant, ts, eid))
         else:
-            metrics.append((res.uid, unit, metric, value, variant, ts, event_id, dedupe))
+            metrics.append((uid, unit, metric, value, variant, ts, eid))
     if errors:
         raise _refusal(errors, bad, len(events), is_batch)
     return out

@@ -1,11 +1,11 @@
 """Event ingestion: a bounded buffer, group commit, backpressure, outage retries and drain.
 
-Handlers hand validated rows to `Ingestor.submit`; one writer task takes everything buffered
+Handlers hand validated rows to `Ingestor.submit`; a writer task takes everything buffered
 when the oldest waiting event reaches `flush_age` or the buffer holds `flush_events`, stores it
-in one transaction (a COPY per table into staging, one statement into the partitioned tables,
-with event_id dedupe) on a connection of its own, and only then resolves the waiters: a 202
-means the events are committed. While a flush runs the next one gathers, so batches grow with
-load. Past `buffer_events`/`buffer_bytes` (counting what is being written) submissions are
+in one transaction (one COPY per table, event_id dedupe, see db.events.write_batch) on a
+connection of its own, and only then resolves the waiters: a 202 means the events are
+committed. While a flush runs the next one gathers, so batches grow with load; two writers
+let one flush's row encoding (here) overlap the other's work in PostgreSQL. Past `buffer_events`/`buffer_bytes` (counting what is being written) submissions are
 refused at once (503). When PostgreSQL is unreachable the writer retries with backoff; each
 waiting request gives up after `wait_s` with a 503, and a flush still running at that moment
 is cancelled first, so a 503 means "not stored". Events accepted with `wait=False` are kept
@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
 
@@ -35,14 +35,32 @@ from litmus.settings import Settings
 
 log = logging.getLogger("litmus.ingest")
 
-# Stage rows, in the column order of the `stage_*` tables in sql/events.sql:
-ExposureRow = tuple[uuid.UUID, str, int, datetime, str, bool]
-"""(experiment_id, unit_id, variant index, ts, event_id, dedupe)"""
-MetricRow = tuple[uuid.UUID, str, str, float, int | None, datetime, str, bool]
-"""(experiment_id, unit_id, metric, value, variant index | None, ts, event_id, dedupe)"""
+# Rows in the column order of db.events.EXPOSURE_COLUMNS / METRIC_COLUMNS. Times travel as
+# (microseconds since 2000-01-01 UTC,) and experiment ids as text: the writer connections
+# encode both without Python work (asyncpg's datetime and UUID paths cost 3x the whole row).
+Micros = tuple[int]
+ExposureRow = tuple[str, str, int, Micros, str]
+"""(experiment_id, unit_id, variant index, ts, event_id)"""
+MetricRow = tuple[str, str, str, float, int | None, Micros, str]
+"""(experiment_id, unit_id, metric, value, variant index | None, ts, event_id)"""
+Claim = tuple[str, str]
+"""(experiment_id, event_id) of an event whose id the client chose: deduped on write."""
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+PG_EPOCH_UNIX_US = 946_684_800_000_000
+
+
+def to_micros(dt: datetime) -> Micros:
+    """An aware datetime as the writer's time value."""
+    d = dt - PG_EPOCH
+    return ((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds,)
+
+
+def from_micros(us: Micros) -> datetime:
+    """The writer's time value as an aware datetime."""
+    return PG_EPOCH + timedelta(microseconds=us[0])
 
 Writer = Callable[
-    [asyncpg.Connection, Sequence[tuple[Any, ...]], Sequence[tuple[Any, ...]]],
+    [asyncpg.Connection, Sequence[tuple[Any, ...]], Sequence[tuple[Any, ...]], Sequence[Claim]],
     Awaitable[db.Stored],
 ]
 Connector = Callable[[str], Awaitable[asyncpg.Connection]]
@@ -51,10 +69,11 @@ PARTITIONS_EVERY_S = 6 * 3600.0
 
 @dataclass(slots=True)
 class EventBatch:
-    """Validated rows ready for COPY, and their approximate size in memory."""
+    """Validated rows ready for COPY, the client event ids to claim, and their size in memory."""
 
     exposures: list[ExposureRow] = field(default_factory=list)
     metrics: list[MetricRow] = field(default_factory=list)
+    claims: list[Claim] = field(default_factory=list)
     nbytes: int = 0
 
     def __len__(self) -> int:
@@ -83,12 +102,13 @@ def exposure_row(
     ts: datetime | None = None,
     event_id: str | None = None,
 ) -> ExposureRow:
-    """An exposure row from already-validated parts (the assignment endpoint's shortcut)."""
-    eid = uuid.UUID(experiment_id) if isinstance(experiment_id, str) else experiment_id
-    when = ts if ts is not None else datetime.now(UTC)
-    if event_id is None:
-        return (eid, unit_id, variant, when, server_event_id(), False)
-    return (eid, unit_id, variant, when, event_id, True)
+    """An exposure row from already-validated parts (the assignment endpoint's shortcut).
+
+    Give `event_id` only together with a claim (see `submit_exposures`); without one the
+    server makes an id that is never deduped."""
+    when = to_micros(ts if ts is not None else datetime.now(UTC))
+    eid = event_id if event_id is not None else server_event_id()
+    return (str(experiment_id), unit_id, variant, when, eid)
 
 
 class IngestFailed(LitmusError):
@@ -133,6 +153,7 @@ class Ingestor:
         buffer_events: int = 200_000,
         buffer_bytes: int = 256 * 1024 * 1024,
         wait_s: float = 10.0,
+        writers: int = 2,
         connect: Connector = db.connect,
         write: Writer = db.write_batch,
     ) -> None:
@@ -144,14 +165,15 @@ class Ingestor:
         self.wait_s = wait_s
         self._connect = connect
         self._write = write
-        self._conn: asyncpg.Connection | None = None
+        self.writers = writers
+        self._conns: list[asyncpg.Connection | None] = [None] * writers
         self._pending: list[_Submission] = []
         self._pending_events = 0
         self._first_at = 0.0
         self._events = 0  # buffered + being written
         self._bytes = 0
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._drain_deadline: float | None = None
         self._down_since: float | None = None
@@ -250,17 +272,22 @@ class Ingestor:
         raise self._too_slow()
 
     def offer_exposures(self, rows: Sequence[ExposureRow]) -> bool:
-        """Fire-and-forget exposures (assignment's `log_exposure`); False when refused."""
-        batch = EventBatch(list(rows), [], 200 * len(rows))
+        """Fire-and-forget exposures with server-made ids (`log_exposure`); False when refused."""
+        batch = EventBatch(list(rows), [], [], 200 * len(rows))
         try:
             self._admit(batch, waiter=False)
         except Unavailable:
             return False
         return True
 
-    async def submit_exposures(self, rows: Sequence[ExposureRow], *, wait: bool = True) -> None:
-        """Exposures from already-validated rows; like `submit` (503 when refused)."""
-        await self.submit(EventBatch(list(rows), [], 200 * len(rows)), wait=wait)
+    async def submit_exposures(
+        self, rows: Sequence[ExposureRow], *, wait: bool = True, dedupe: bool = False
+    ) -> None:
+        """Exposures from already-validated rows; like `submit` (503 when refused).
+
+        With `dedupe`, each row's event_id is a client id that must count once."""
+        claims = [(r[0], r[4]) for r in rows] if dedupe else []
+        await self.submit(EventBatch(list(rows), [], claims, 200 * len(rows)), wait=wait)
 
     def _too_slow(self) -> Unavailable:
         return Unavailable(
@@ -276,8 +303,10 @@ class Ingestor:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the writer (it connects by itself, and keeps trying while the DB is away)."""
-        self._task = asyncio.create_task(self._run(), name="ingest-writer")
+        """Start the writers (they connect by themselves, and keep trying while the DB is away)."""
+        self._tasks = [
+            asyncio.create_task(self._run(i), name=f"ingest-writer-{i}") for i in range(self.writers)
+        ]
 
     def stop_accepting(self) -> None:
         """Refuse new events from now on (503); what was accepted still gets written."""
@@ -290,25 +319,28 @@ class Ingestor:
         limit = self.wait_s + 1.0 if timeout is None else timeout
         self._drain_deadline = time.monotonic() + limit
         self._wake.set()
-        task = self._task
-        if task is not None:
+        if self._tasks:
+            done = asyncio.gather(*self._tasks)
             try:
-                await asyncio.wait_for(asyncio.shield(task), limit + 2.0)
+                await asyncio.wait_for(asyncio.shield(done), limit + 2.0)
             except TimeoutError:
-                task.cancel()
+                for task in self._tasks:
+                    task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                    await done
             except Exception:
                 log.exception("ingest writer failed while draining")
         if self._events:
             log.error("shutdown: %d accepted events could not be written", self._events)
         else:
             log.info("ingest drained: every accepted event is stored")
-        self._drop_connection()
+        for slot in range(self.writers):
+            self._drop_connection(slot)
 
     # -- the writer --------------------------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def _run(self, slot: int) -> None:
+        """One writer: take what is buffered, store it, repeat (two overlap encode and commit)."""
         while True:
             try:
                 await self._gather()
@@ -319,8 +351,9 @@ class Ingestor:
                 batch, self._pending, self._pending_events = self._pending, [], 0
                 for sub in batch:
                     sub.taken = True
-                await self._write_with_retry(batch)
-                await self._maintain()
+                await self._write_with_retry(batch, slot)
+                if slot == 0:
+                    await self._maintain()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -344,24 +377,26 @@ class Ingestor:
 
     async def _maintain(self) -> None:
         """Create the coming months' partitions now and then (between flushes)."""
-        if self._conn is None or time.monotonic() - self._partitions_at < PARTITIONS_EVERY_S:
+        conn = self._conns[0]
+        if conn is None or time.monotonic() - self._partitions_at < PARTITIONS_EVERY_S:
             return
         self._partitions_at = time.monotonic()
         try:
-            made = await db.ensure_partitions(self._conn)
+            made = await db.ensure_partitions(conn)
             if made:
                 log.info("created %d event partitions", made)
         except Exception as exc:
             log.warning("creating event partitions failed (%s); trying again later", exc)
             self._partitions_at -= PARTITIONS_EVERY_S - 60.0
 
-    async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await self._connect(self._dsn)
-        return self._conn
+    async def _connection(self, slot: int) -> asyncpg.Connection:
+        conn = self._conns[slot]
+        if conn is None or conn.is_closed():
+            conn = self._conns[slot] = await self._connect(self._dsn)
+        return conn
 
-    def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
+    def _drop_connection(self, slot: int) -> None:
+        conn, self._conns[slot] = self._conns[slot], None
         if conn is not None and not conn.is_closed():
             conn.terminate()
 
@@ -391,7 +426,7 @@ class Ingestor:
             deadlines.append(self._drain_deadline)
         return min(deadlines) if deadlines else None
 
-    async def _write_with_retry(self, batch: list[_Submission]) -> None:
+    async def _write_with_retry(self, batch: list[_Submission], slot: int) -> None:
         backoff = 0.05
         while True:
             batch = self._expire(batch)
@@ -400,14 +435,14 @@ class Ingestor:
             deadline = self._deadline(batch)
             timeout = None if deadline is None else max(0.001, deadline - time.monotonic())
             try:
-                stored = await asyncio.wait_for(self._write_once(batch), timeout)
+                stored = await asyncio.wait_for(self._write_once(batch, slot), timeout)
             except TimeoutError:
                 # Cancelled mid-flush: the transaction never committed; reconnect to be sure.
-                self._drop_connection()
+                self._drop_connection(slot)
                 self._mark_down("the flush did not finish in time")
                 continue
             except db.TRANSIENT as exc:
-                self._drop_connection()
+                self._drop_connection(slot)
                 self._mark_down(f"{type(exc).__name__}: {exc}")
                 self.stats.retries += 1
                 pause = backoff
@@ -421,7 +456,7 @@ class Ingestor:
                     # One submission's rows were refused: find it, store the others.
                     log.warning("flush refused (%s); writing its requests one by one", exc)
                     for sub in batch:
-                        await self._write_with_retry([sub])
+                        await self._write_with_retry([sub], slot)
                     return
                 log.error("PostgreSQL refused a batch of %d events: %s", len(batch[0].batch), exc)
                 self._fail(batch[0], exc)
@@ -438,21 +473,25 @@ class Ingestor:
                     sub.future.set_result(None)
             return
 
-    async def _write_once(self, batch: list[_Submission]) -> db.Stored:
-        conn = await self._connection()
+    async def _write_once(self, batch: list[_Submission], slot: int) -> db.Stored:
+        conn = await self._connection(slot)
         if self._partitions_at == 0.0:
             self._partitions_at = time.monotonic()
             await db.ensure_partitions(conn)
         if len(batch) == 1:
-            exposures: list[Any] = batch[0].batch.exposures
-            metrics: list[Any] = batch[0].batch.metrics
+            b = batch[0].batch
+            exposures: list[Any] = b.exposures
+            metrics: list[Any] = b.metrics
+            claims: list[Claim] = b.claims
         else:
-            exposures, metrics = [], []
+            exposures, metrics, claims = [], [], []
             for sub in batch:
                 exposures += sub.batch.exposures
                 metrics += sub.batch.metrics
-        exposures, metrics = _unique(exposures, metrics)
-        return await self._write(conn, exposures, metrics)
+                claims += sub.batch.claims
+        if claims and len(set(claims)) != len(claims):
+            exposures, metrics, claims = _unique(exposures, metrics, claims)
+        return await self._write(conn, exposures, metrics, claims)
 
     def _fail(self, sub: _Submission, exc: BaseException) -> None:
         self._release(sub)
@@ -475,32 +514,21 @@ class Ingestor:
 
 
 def _unique(
-    exposures: list[Any], metrics: list[Any]
-) -> tuple[list[Any], list[Any]]:
-    """Keep the first of each client event_id within one flush (the table keeps the rest)."""
-    seen: set[tuple[uuid.UUID, str]] = set()
-    out_e: list[Any] = []
-    repeats = False
-    for r in exposures:
-        if r[5]:
-            key = (r[0], r[4])
-            if key in seen:
-                repeats = True
-                continue
-            seen.add(key)
-        out_e.append(r)
-    out_m: list[Any] = []
-    for r in metrics:
-        if r[7]:
-            key = (r[0], r[6])
-            if key in seen:
-                repeats = True
-                continue
-            seen.add(key)
-        out_m.append(r)
-    if not repeats:
-        return exposures, metrics
-    return out_e, out_m
+    exposures: list[Any], metrics: list[Any], claims: list[Claim]
+) -> tuple[list[Any], list[Any], list[Claim]]:
+    """Keep the first event of each client event_id within one flush (rare: retries)."""
+    claimed = set(claims)
+    seen: set[Claim] = set()
+    out: list[list[Any]] = [[], []]
+    for rows, out_rows in ((exposures, out[0]), (metrics, out[1])):
+        for r in rows:
+            key = (r[0], r[-1])
+            if key in claimed:
+                if key in seen:
+                    continue
+                seen.add(key)
+            out_rows.append(r)
+    return out[0], out[1], list(claimed)
 
 
 def _retrieved(fut: asyncio.Future[None]) -> None:

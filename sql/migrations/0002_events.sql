@@ -17,6 +17,7 @@
 --    committed in another). A BRIN index makes that range scan cheap: xids grow with time.
 --  * Dedupe happens at write time through event_ids (below): a row in these tables is never a
 --    repeat of an earlier event_id of the same experiment, so aggregates can simply sum.
+--  * text columns use COLLATE "C": byte order, no locale work in comparisons.
 --
 -- What the results side reads (SPEC section 4): a unit's variant is the variant of its FIRST
 -- exposure (min ts, ties broken by ingest_xid); metric events without a variant belong to
@@ -47,23 +48,28 @@ CREATE TABLE metric_events (
 CREATE TABLE exposures_default PARTITION OF exposures DEFAULT;
 CREATE TABLE metric_events_default PARTITION OF metric_events DEFAULT;
 
--- Per-unit reads (first exposure of a unit, a unit's metric totals) and per-experiment time
--- reads (timelines, "since launch"); partitioned indexes, one per partition.
-CREATE INDEX exposures_exp_unit_idx ON exposures (experiment_id, unit_id);
-CREATE INDEX exposures_exp_ts_idx ON exposures (experiment_id, ts);
+-- Indexes: the raw tables are append-only logs that the results side reads by ingest_xid
+-- range (new rows since its watermark) into per-unit tables (unit_exposures, unit_metrics in
+-- 0003), which hold the per-unit keys. So only BRIN indexes here, nearly free to maintain:
+-- btree indexes on (experiment_id, unit_id) and (experiment_id, ts) cost 2.6x of the COPY
+-- throughput (docs/PERFORMANCE.md, "Ingestion") and no results query uses them. For ad-hoc
+-- digging into one unit, create such an index on the one partition you look at.
 CREATE INDEX exposures_xid_brin ON exposures USING brin (ingest_xid);
-CREATE INDEX metric_events_exp_unit_idx ON metric_events (experiment_id, unit_id);
-CREATE INDEX metric_events_exp_ts_idx ON metric_events (experiment_id, ts);
+CREATE INDEX exposures_ts_brin ON exposures USING brin (ts);
 CREATE INDEX metric_events_xid_brin ON metric_events USING brin (ingest_xid);
+CREATE INDEX metric_events_ts_brin ON metric_events USING brin (ts);
 
 -- Write-time dedupe. A unique index on a partitioned table must contain the partition key
 -- (ts), and a retry of an event sent without `ts` gets a new server time, so the events
--- tables cannot enforce "one row per event_id" themselves. This small unpartitioned table
--- does: the writer inserts each client-supplied event_id here with ON CONFLICT DO NOTHING
--- and stores only the events whose id was new, in the same transaction. Concurrent writers
--- (several processes) serialise on the unique index, so a retry racing its original is
--- still stored once. Ids the server makes (events sent without event_id) are unique by
--- construction and skip this table. One namespace per experiment across event types.
+-- tables cannot enforce "one row per event_id" themselves. This unpartitioned table does:
+-- each flush COPYs the client-supplied event_ids of its events here in the same transaction
+-- as the events. A repeat hits the primary key; the writer then redoes that flush through
+-- staging tables, claiming ids with ON CONFLICT DO NOTHING and storing only the events whose
+-- id it claimed (sql/events.sql, stage_flush). Concurrent writers (several processes)
+-- serialise on the primary key, so a retry racing its original is still stored once. Ids
+-- the server makes (events sent without event_id) are unique by construction and skip this
+-- table. One namespace per experiment across event types. Rows here can be deleted once
+-- retries of those events can no longer arrive (e.g. with the partitions they belong to).
 CREATE TABLE event_ids (
     experiment_id uuid        NOT NULL,
     event_id      text COLLATE "C" NOT NULL,
