@@ -22,7 +22,7 @@ from litmus.core import lifecycle
 from litmus.core.models import Experiment, experiment_to_dict
 from litmus.db import experiments as db
 from litmus.errors import BadRequest, Conflict, ValidationFailed
-from litmus.keys import POOL
+from litmus.keys import POOL, REGISTRY
 
 routes = web.RouteTableDef()
 BASE = "/api/v1/experiments"
@@ -30,6 +30,15 @@ BASE = "/api/v1/experiments"
 
 def _out(exp: Experiment, status: int = 200) -> web.Response:
     return json_response(experiment_to_dict(exp), status=status, headers={"ETag": f'"{exp.version}"'})
+
+
+async def _changed(request: web.Request, exp: Experiment) -> web.Response:
+    """Answer with the experiment after this process's registry has it too.
+
+    Other processes hear the change through NOTIFY; reloading here as well means a client that
+    launches and then assigns on the same process never sees the old state."""
+    await request.app[REGISTRY].reload_one(exp.id)
+    return _out(exp)
 
 
 def _if_match(request: web.Request) -> int | None:
@@ -61,7 +70,9 @@ async def create(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     for attempt in range(5):
         try:
-            return _out(await db.create(pool, exp, actor(request)), status=201)
+            created = await db.create(pool, exp, actor(request))
+            await request.app[REGISTRY].reload_one(created.id)
+            return _out(created, status=201)
         except Conflict:
             if data.key is not None or attempt == 4:
                 raise
@@ -117,7 +128,7 @@ async def patch(request: web.Request) -> web.Response:
         request.app[POOL], request.match_info["id"], mutate,
         actor=actor(request), action="update", expected_version=expected,
     )
-    return _out(exp)
+    return await _changed(request, exp)
 
 
 async def _read_optional(request: web.Request) -> Any:
@@ -142,7 +153,7 @@ async def launch(request: web.Request) -> web.Response:
 
     exp = await db.update(request.app[POOL], request.match_info["id"], mutate,
                           actor=actor(request), action="launch", expected_version=_if_match(request))
-    return _out(exp)
+    return await _changed(request, exp)
 
 
 @routes.post(BASE + "/{id}/pause", name="experiments.pause")
@@ -157,7 +168,7 @@ async def pause(request: web.Request) -> web.Response:
 
     exp = await db.update(request.app[POOL], request.match_info["id"], mutate,
                           actor=actor(request), action="pause", expected_version=_if_match(request))
-    return _out(exp)
+    return await _changed(request, exp)
 
 
 @routes.post(BASE + "/{id}/stop", name="experiments.stop")
@@ -175,7 +186,7 @@ async def stop(request: web.Request) -> web.Response:
 
     exp = await db.update(request.app[POOL], request.match_info["id"], mutate,
                           actor=actor(request), action="stop", expected_version=_if_match(request))
-    return _out(exp)
+    return await _changed(request, exp)
 
 
 @routes.delete(BASE + "/{id}", name="experiments.delete")
@@ -188,7 +199,9 @@ async def delete(request: web.Request) -> web.Response:
         except Exception as exc:
             raise _translate(exc) from None
 
-    await db.delete(request.app[POOL], request.match_info["id"], check, actor(request))
+    exp = await db.require(request.app[POOL], request.match_info["id"])
+    await db.delete(request.app[POOL], exp.id, check, actor(request))
+    await request.app[REGISTRY].reload_one(exp.id)
     return web.Response(status=204)
 
 
