@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from litmus.api import assign, events, experiments, ops, results, ui
+from litmus.api import assign, events, experiments, openapi, ops, results, ui
 from litmus.api.cors import cors_middlewares
 from litmus.api.middleware import auth_middleware, error_middleware
 from litmus.api.observability import observe_middleware
@@ -65,6 +65,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(recompute_ctx)
     setup_observability(app)
     app.add_routes(ops.routes)
+    app.add_routes(openapi.routes)
     app.add_routes(experiments.routes)
     app.add_routes(assign.routes)
     app.add_routes(events.routes)

@@ -53,20 +53,100 @@ def _check_request(item: Any, prefix: str, fields: dict[str, str]) -> None:
 
 
 def _check_unit(item: dict[str, Any], p: str, fields: dict[str, str]) -> None:
-    unit = item.get("unit_id")
-    if not isinstance(unit, str) or not unit:
-        fields[p + "unit_id"] = "required: a non-empty string"
-    elif len(unit) > MAX_UNIT_ID:
-        fields[p + "unit_id"] = f"at most {MAX_UNIT_ID} characters (got {len(unit)})"
+    problem = _unit_problem(item.get("unit_id"))
+    if problem is not None:
+        fields[p + "unit_id"] = problem
     attrs = item.get("attributes")
     if attrs is not None and not isinstance(attrs, dict):
         fields[p + "attributes"] = "must be a JSON object"
+
+
+def _unit_problem(unit: Any) -> str | None:
+    if not isinstance(unit, str) or not unit:
+        return "required: a non-empty string"
+    if len(unit) > MAX_UNIT_ID:
+        return f"at most {MAX_UNIT_ID} characters (got {len(unit)})"
+    return None
 
 
 def _raise(fields: dict[str, str]) -> None:
     if fields:
         first = next(iter(fields.items()))
         raise ValidationFailed(f"invalid request: {first[0]}: {first[1]}", fields=fields)
+
+
+# The three validators below are what the handlers use; tests/api/test_openapi.py proves each
+# accepts exactly what its pydantic model in litmus.api.openapi_models accepts.
+
+
+def assign_problems(body: Any) -> dict[str, str]:
+    """Every problem of an assign request body, by field path (empty: valid)."""
+    fields: dict[str, str] = {}
+    _check_request(body, "", fields)
+    return fields
+
+
+def assignments_problems(body: Any) -> dict[str, str]:
+    """Every problem of a per-unit assignments body, by field path (empty: valid)."""
+    fields: dict[str, str] = {}
+    if not isinstance(body, dict):
+        fields["body"] = "must be a JSON object"
+        return fields
+    _check_unit(body, "", fields)
+    if not isinstance(body.get("log_exposure", False), bool):
+        fields["log_exposure"] = "must be true or false"
+    for k in sorted(set(body) - {"unit_id", "attributes", "log_exposure"}):
+        fields[k] = "unknown field"
+    return fields
+
+
+_SHARED = ("experiment", "attributes", "log_exposure")
+
+
+def batch_requests(body: Any) -> list[dict[str, Any]]:
+    """The assign requests of a batch body; one 422 naming every problem, 413 past MAX_BATCH.
+
+    Accepts {"requests": [{experiment, unit_id, ...}, ...]} or the shorthand
+    {"experiment": k, "unit_ids": [...], "attributes"?, "log_exposure"?}."""
+    if not isinstance(body, dict):
+        raise ValidationFailed("request body must be a JSON object", fields={"body": "not an object"})
+    fields: dict[str, str] = {}
+    if "unit_ids" in body:
+        units = body["unit_ids"]
+        if not isinstance(units, list):
+            raise ValidationFailed("unit_ids must be a list", fields={"unit_ids": "must be a list"})
+        _at_most(len(units))
+        # The shared fields are checked once, as one request for a stand-in unit would be.
+        shared = {k: body[k] for k in _SHARED if k in body}
+        _check_request({**shared, "unit_id": "-"}, "", fields)
+        for k in sorted(set(body) - {*_SHARED, "unit_ids"}):
+            fields[k] = "unknown field"
+        for i, u in enumerate(units):
+            problem = _unit_problem(u)
+            if problem is not None:
+                fields[f"unit_ids[{i}]"] = problem
+        _raise(fields)
+        return [{**shared, "unit_id": u} for u in units]
+    items = body.get("requests")
+    if not isinstance(items, list):
+        raise ValidationFailed(
+            "send {\"requests\": [...]} or {\"experiment\": ..., \"unit_ids\": [...]}",
+            fields={"requests": "required: a list of assign requests"},
+        )
+    _at_most(len(items))
+    for k in sorted(set(body) - {"requests"}):
+        fields[k] = "unknown field"
+    for i, item in enumerate(items):
+        _check_request(item, f"requests[{i}]", fields)
+    _raise(fields)
+    return items
+
+
+def _at_most(n: int) -> None:
+    if n > MAX_BATCH:
+        raise PayloadTooLarge(
+            f"a batch holds at most {MAX_BATCH} assignments; this one has {n}: split it"
+        )
 
 
 def _answer(entry: Entry, unit_id: str, attributes: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -103,9 +183,7 @@ def _lookup(registry: Registry, ref: str) -> Entry:
 async def assign(request: web.Request) -> web.Response:
     """The variant one unit gets in one experiment."""
     body = await read_json(request)
-    fields: dict[str, str] = {}
-    _check_request(body, "", fields)
-    _raise(fields)
+    _raise(assign_problems(body))
     entry = _lookup(request.app[REGISTRY], body["experiment"])
     answer = _answer(entry, body["unit_id"], body.get("attributes"))
     if body.get("log_exposure"):
@@ -119,38 +197,7 @@ async def assign_batch(request: web.Request) -> web.Response:
 
     Accepts {"requests": [{experiment, unit_id, ...}, ...]} or the shorthand
     {"experiment": k, "unit_ids": [...], "attributes"?, "log_exposure"?}."""
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise ValidationFailed("request body must be a JSON object", fields={"body": "not an object"})
-    if "unit_ids" in body:
-        units = body.get("unit_ids")
-        if not isinstance(units, list):
-            raise ValidationFailed("unit_ids must be a list", fields={"unit_ids": "must be a list"})
-        items: Any = [
-            {"experiment": body.get("experiment"), "unit_id": u,
-             **({"attributes": body["attributes"]} if "attributes" in body else {}),
-             **({"log_exposure": body["log_exposure"]} if "log_exposure" in body else {})}
-            for u in units
-        ]
-        key = "unit_ids"
-    else:
-        items = body.get("requests")
-        key = "requests"
-        if not isinstance(items, list):
-            raise ValidationFailed(
-                "send {\"requests\": [...]} or {\"experiment\": ..., \"unit_ids\": [...]}",
-                fields={"requests": "required: a list of assign requests"},
-            )
-    if len(items) > MAX_BATCH:
-        raise PayloadTooLarge(
-            f"a batch holds at most {MAX_BATCH} assignments; this one has {len(items)}: split it"
-        )
-    fields: dict[str, str] = {}
-    for i, item in enumerate(items):
-        _check_request(item, f"{key}[{i}]", fields)
-    if key == "unit_ids":
-        fields = {k.replace(".unit_id", "").replace("unit_ids[", "unit_ids["): v for k, v in fields.items()}
-    _raise(fields)
+    items = batch_requests(await read_json(request))
     registry = request.app[REGISTRY]
     out: list[dict[str, Any]] = []
     cache: dict[str, Entry | None] = {}
@@ -172,14 +219,7 @@ async def assign_batch(request: web.Request) -> web.Response:
 async def assignments(request: web.Request) -> web.Response:
     """One unit's assignment in every running experiment."""
     body = await read_json(request)
-    fields: dict[str, str] = {}
-    if not isinstance(body, dict):
-        fields["body"] = "must be a JSON object"
-    else:
-        _check_unit(body, "", fields)
-        for k in sorted(set(body) - {"unit_id", "attributes", "log_exposure"}):
-            fields[k] = "unknown field"
-    _raise(fields)
+    _raise(assignments_problems(body))
     unit_id: str = body["unit_id"]
     attrs = body.get("attributes")
     result: dict[str, Any] = {}

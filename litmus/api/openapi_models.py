@@ -1,0 +1,333 @@
+"""Pydantic models that exist for the OpenAPI document: the hand-validated hot-path bodies
+(assign; tests/api/test_openapi.py proves they accept exactly what the handlers accept) and
+the answers (schemathesis checks every real answer against them)."""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictBool, StringConstraints
+
+from litmus.api import event_schemas as ev
+from litmus.api.assign import MAX_BATCH, MAX_UNIT_ID
+from litmus.api.schemas import (
+    PATCHABLE,
+    BanditIn,
+    ExperimentIn,
+    MetricsIn,
+    RuleIn,
+    Slug,
+    VariantIn,
+)
+
+Ref = Annotated[str, StringConstraints(min_length=1)]
+UnitId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_UNIT_ID)]
+Status = Literal["draft", "running", "paused", "stopped"]
+Reason = Literal["draft", "paused", "stopped", "override", "targeting", "winner", "ramp", "assigned"]
+
+
+class Closed(BaseModel):
+    """Unknown fields are refused, as the handlers refuse them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- requests of the hand-validated routes ------------------------------------------------------
+
+
+class AssignIn(Closed):
+    """`POST /api/v1/assign`: which variant does this unit get?"""
+
+    experiment: Ref = Field(description="The experiment's key or id")
+    unit_id: UnitId = Field(description="The user, session or request being assigned")
+    attributes: dict[str, Any] | None = Field(
+        default=None, description="Attributes the targeting rules are evaluated on"
+    )
+    log_exposure: StrictBool = Field(
+        default=False, description="Record the exposure server-side when a variant is served"
+    )
+
+
+class AssignBatchRequestsIn(Closed):
+    """Up to 1000 assign requests, answered in order."""
+
+    requests: list[AssignIn] = Field(max_length=MAX_BATCH)
+
+
+class AssignBatchUnitsIn(Closed):
+    """Shorthand: many units of one experiment with the same attributes."""
+
+    experiment: Ref
+    unit_ids: list[UnitId] = Field(max_length=MAX_BATCH)
+    attributes: dict[str, Any] | None = None
+    log_exposure: StrictBool = False
+
+
+class AssignBatchIn(RootModel[AssignBatchRequestsIn | AssignBatchUnitsIn]):
+    """`POST /api/v1/assign/batch`: either form; more than 1000 assignments get 413."""
+
+
+class AssignmentsIn(Closed):
+    """`POST /api/v1/assignments`: one unit in every running experiment."""
+
+    unit_id: UnitId
+    attributes: dict[str, Any] | None = None
+    log_exposure: StrictBool = False
+
+
+def _patch_model() -> type[BaseModel]:
+    """ExperimentIn with every field optional: PATCH merges the body into the stored experiment
+    and validates the result with ExperimentIn itself."""
+    fields: dict[str, Any] = {}
+    for name, info in ExperimentIn.model_fields.items():
+        assert name in PATCHABLE
+        copy = deepcopy(info)  # keep type and constraints, drop "required"
+        copy.default = None
+        copy.default_factory = None
+        fields[name] = (info.annotation, copy)
+    from pydantic import create_model
+
+    model: type[BaseModel] = create_model(
+        "ExperimentPatch",
+        __config__=ConfigDict(extra="forbid", json_schema_extra=_no_null_defaults),
+        __doc__="Any subset of the experiment's editable fields; variants are replaced whole.",
+        **fields,
+    )
+    return model
+
+
+def _no_null_defaults(schema: dict[str, Any]) -> None:
+    # The None defaults only mean "may be omitted": a null is not a valid value.
+    for prop in schema.get("properties", {}).values():
+        if prop.get("default", 0) is None:
+            del prop["default"]
+
+
+ExperimentPatch = _patch_model()
+
+
+# -- answers ----------------------------------------------------------------------------------
+
+
+class VariantOut(VariantIn):
+    """A variant as stored; `is_control` is true for exactly one."""
+
+    name: str | None
+    config: Any
+    is_control: bool
+
+
+class BanditOut(BanditIn):
+    """The bandit settings in force."""
+
+    reward_metric: Slug
+
+
+class ExperimentOut(Closed):
+    """An experiment as the API shows it."""
+
+    id: str
+    key: Slug
+    name: str
+    description: str
+    owner_team: str
+    hypothesis: str | None
+    status: Status
+    ramp: float
+    variants: list[VariantOut]
+    allocation: Literal["fixed", "bandit"]
+    bandit: BanditOut | None
+    targeting: list[RuleIn]
+    overrides: dict[str, str]
+    metrics: MetricsIn
+    analysis_mode: Literal["sequential", "fixed"]
+    salt: str | None
+    winner: str | None
+    version: int
+    created_at: str | None
+    updated_at: str | None
+    launched_at: str | None
+    stopped_at: str | None
+
+
+class ExperimentList(Closed):
+    """Experiments, newest first."""
+
+    experiments: list[ExperimentOut]
+
+
+class AuditEntry(Closed):
+    """One change: when, which token's name, what it did and what changed."""
+
+    at: str
+    actor: str
+    action: str
+    changes: Any
+    before: Any
+    after: Any
+
+
+class History(Closed):
+    """The audit log of one experiment, newest first."""
+
+    experiment_id: str
+    history: list[AuditEntry]
+
+
+class AssignOut(Closed):
+    """A unit's assignment; `variant` null means "not in the experiment", `reason` says why."""
+
+    experiment: str
+    unit_id: str
+    variant: str | None
+    config: Any
+    reason: Reason
+    probability: float | None = Field(description="The served variant's weight at that moment")
+    version: int
+
+
+class AssignItemError(Closed):
+    """A batch item naming an unknown experiment."""
+
+    experiment: str
+    unit_id: str
+    error: dict[str, str]
+
+
+class AssignBatchOut(Closed):
+    """One answer per request, in order."""
+
+    assignments: list[AssignOut | AssignItemError]
+
+
+class UnitAssignment(Closed):
+    """The unit's assignment in one experiment."""
+
+    variant: str | None
+    config: Any
+    reason: Reason
+    probability: float | None
+    version: int
+
+
+class AssignmentsOut(Closed):
+    """The unit's assignment in every running experiment, by experiment key."""
+
+    unit_id: str
+    assignments: dict[str, UnitAssignment]
+
+
+class ConfigVariant(Closed):
+    """A variant with its live weight."""
+
+    key: str
+    weight: float
+    config: Any
+
+
+class ConfigRule(Closed):
+    """A targeting rule."""
+
+    attribute: str
+    op: str
+    value: Any
+
+
+class ConfigExperiment(Closed):
+    """One experiment compiled for local evaluation (litmus.client)."""
+
+    id: str
+    key: str
+    status: Status
+    version: int
+    salt: str
+    ramp: float
+    variants: list[ConfigVariant]
+    targeting: list[ConfigRule]
+    overrides: dict[str, str]
+    winner: str | None
+
+
+class ConfigOut(Closed):
+    """Every served experiment; `version` is also the ETag."""
+
+    version: str
+    experiments: list[ConfigExperiment]
+
+
+class Results(BaseModel):
+    """The latest results snapshot (SPEC section 5); more fields than these may appear."""
+
+    model_config = ConfigDict(extra="allow")
+    experiment_id: str
+    computed_at: str
+    status: Status
+    exposures: dict[str, Any]
+    srm: dict[str, Any]
+    metrics: dict[str, Any]
+    lift: list[dict[str, Any]]
+    bandit: dict[str, Any] | None = None
+
+
+class Health(Closed):
+    """The process is up."""
+
+    status: Literal["ok"]
+
+
+class Ready(Closed):
+    """The database answers."""
+
+    status: Literal["ready"]
+
+
+class EventsQuery(Closed):
+    """`?wait=false` answers once the events are in the buffer, before they are durable."""
+
+    wait: bool = True
+
+
+class ExposureBatchIn(Closed):
+    """Up to 10,000 exposures, all or nothing."""
+
+    events: list[ev.ExposureEventIn] = Field(min_length=1, max_length=ev.MAX_EVENTS)
+
+
+class MetricBatchIn(Closed):
+    """Up to 10,000 metric events, all or nothing."""
+
+    events: list[ev.MetricEventIn] = Field(min_length=1, max_length=ev.MAX_EVENTS)
+
+
+class TypedBatchIn(Closed):
+    """Up to 10,000 events of any type, all or nothing."""
+
+    events: list[ev.TypedEventIn] = Field(min_length=1, max_length=ev.MAX_EVENTS)
+
+
+class ExposureBody(RootModel[ev.ExposureEventIn | ExposureBatchIn]):
+    """`POST /api/v1/events/exposure`: one exposure or `{"events": [...]}`."""
+
+
+class MetricBody(RootModel[ev.MetricEventIn | MetricBatchIn]):
+    """`POST /api/v1/events/metric`: one metric event or `{"events": [...]}`."""
+
+
+class TypedBody(RootModel[ev.TypedEventIn | TypedBatchIn]):
+    """`POST /api/v1/events`: one event or `{"events": [...]}`; `type` picks its kind."""
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong; `fields` names each bad field by its path (`variants[1].weight`)."""
+
+    model_config = ConfigDict(extra="allow")
+    code: str
+    message: str
+    fields: dict[str, str] | None = None
+
+
+class ErrorBody(Closed):
+    """Every error answer."""
+
+    error: ErrorDetail
