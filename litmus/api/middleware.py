@@ -171,10 +171,39 @@ def validation_error(exc: pydantic.ValidationError, prefix: str = "") -> Validat
     return ValidationFailed(f"invalid request: {summary}", fields=fields)
 
 
+# Deep enough for any real config; orjson will not serialise past 254 levels, so a deeper value
+# would be accepted here and fail with a 500 when stored or echoed.
+MAX_JSON_DEPTH = 64
+
+
+def storage_problem(data: Any, limit: int = MAX_JSON_DEPTH) -> tuple[str, str] | None:
+    """The first field PostgreSQL or orjson could not take: too deep, or a NUL character."""
+    stack: list[tuple[Any, tuple[int | str, ...]]] = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > limit:
+            return field_path(path[: limit + 1]), f"nested deeper than {limit} levels"
+        if isinstance(value, str):
+            if "\x00" in value:
+                return field_path(path), "must not contain the NUL character (U+0000)"
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                if "\x00" in k:
+                    return field_path(path), "keys must not contain the NUL character (U+0000)"
+                stack.append((v, (*path, k)))
+        elif isinstance(value, list):
+            stack.extend((v, (*path, i)) for i, v in enumerate(value))
+    return None
+
+
 def parse(model: type[M], data: Any) -> M:
     """Validate data against a pydantic model; 422 with field paths on failure."""
     if not isinstance(data, dict):
         raise ValidationFailed("request body must be a JSON object", fields={"body": "not an object"})
+    problem = storage_problem(data)
+    if problem is not None:
+        raise ValidationFailed(f"invalid request: {problem[0]}: {problem[1]}",
+                               fields={problem[0]: problem[1]})
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
