@@ -243,8 +243,6 @@ def _postgres_pids(data_dir: Path) -> list[int]:
     return pids
 
 
-def _cpu_total(pids: list[int]) -> float:
-    return sum(_cpu(p) for p in pids)
 
 
 def http(env: dict[str, str], data_dir: Path) -> str:
@@ -268,13 +266,14 @@ def http(env: dict[str, str], data_dir: Path) -> str:
         api(base, "POST", f"/api/v1/experiments/{exp['id']}/launch", {"ramp": 1})
         time.sleep(0.5)
         for size in SIZES:
-            pg = _postgres_pids(data_dir)
-            srv0, pg0 = _cpu(proc.p.pid), _cpu_total(pg)
+            pg0 = {p: _cpu(p) for p in _postgres_pids(data_dir)}
+            srv0 = _cpu(proc.p.pid)
             lit[size] = wrk_events(base + "/api/v1/events", size, SECONDS, CONNECTIONS[size])
             # Backends that exited during the run are not counted: the writers' stay.
+            pg1 = {p: _cpu(p) for p in _postgres_pids(data_dir)}
             n = max(lit[size]["eps"] * SECONDS, 1.0)
             lit[size]["srv_us"] = (_cpu(proc.p.pid) - srv0) / n * 1e6
-            lit[size]["pg_us"] = (_cpu_total(pg) - pg0) / n * 1e6
+            lit[size]["pg_us"] = sum(c - pg0.get(p, 0.0) for p, c in pg1.items()) / n * 1e6
     finally:
         proc.stop()
     for size in SIZES:
@@ -284,6 +283,24 @@ def http(env: dict[str, str], data_dir: Path) -> str:
               f"p99 {r['p99']:6.1f} ms, non-2xx {r['errors']:.0f})   ratio {r['eps'] / b['eps']:.2f}x"
               f"   cpu/event: server {r['srv_us']:.1f} us, postgres {r['pg_us']:.1f} us")
     return f"postgresql://postgres:@/postgres?host={(data_dir / 'pg').resolve()}"
+
+
+def tune(data_dir: Path) -> None:
+    """Latency and rate below saturation (4 connections, 100 events each) per flush age."""
+    for age in (0.0, 2.0, 5.0, 20.0):
+        env = {"LITMUS_RECOMPUTE_INTERVAL_S": "3600", "LITMUS_INGEST_FLUSH_AGE_MS": str(age)}
+        proc, base = litmus_server(data_dir / f"age{age:g}", env)
+        try:
+            exp = api(base, "POST", "/api/v1/experiments", {
+                "key": "bench", "name": "bench", "description": "benchmark", "owner_team": "perf",
+                "variants": [{"key": "model_a", "weight": 0.5}, {"key": "model_b", "weight": 0.5}]})
+            api(base, "POST", f"/api/v1/experiments/{exp['id']}/launch", {"ramp": 1})
+            time.sleep(0.5)
+            r = wrk_events(base + "/api/v1/events", 100, 4, 4)
+        finally:
+            proc.stop()
+        print(f"tune  flush age {age:4.0f} ms, 4 connections x 100 events: {r['eps']:8.0f} ev/s  "
+              f"p50 {r['p50']:5.1f} ms  p99 {r['p99']:5.1f} ms")
 
 
 def _wait_post(port: int) -> None:
@@ -304,6 +321,7 @@ def main() -> None:
     parser.add_argument("--flush-events", type=int, default=None)
     parser.add_argument("--flush-age-ms", type=float, default=None)
     parser.add_argument("--skip-write-paths", action="store_true")
+    parser.add_argument("--tune", action="store_true", help="only compare flush ages")
     args = parser.parse_args()
     # The results loop folds new events every few seconds: keep it out of this measurement.
     env = {"LITMUS_RECOMPUTE_INTERVAL_S": "3600"}
@@ -317,6 +335,10 @@ def main() -> None:
     print(f"== ingestion benchmark (server on core 0, wrk on core 1, embedded PostgreSQL on both; "
           f"flush {s.ingest_flush_events} events or {s.ingest_flush_age_ms:g} ms)")
     t0 = time.monotonic()
+    if args.tune:
+        with tempfile.TemporaryDirectory(prefix="litmus-bench-tune-") as tmp:
+            tune(Path(tmp))
+        return
     validation()
     with tempfile.TemporaryDirectory(prefix="litmus-bench-ingest-") as tmp:
         data_dir = Path(tmp) / "data"

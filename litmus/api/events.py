@@ -9,10 +9,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from litmus import metrics
 from litmus.api.assign import EXPOSURE_HOOK
 from litmus.api.event_schemas import EventKind, validate_events
 from litmus.api.middleware import json_response
-from litmus.errors import BadRequest, PayloadTooLarge, ValidationFailed
+from litmus.errors import BadRequest, PayloadTooLarge, Unavailable, ValidationFailed
 from litmus.keys import DSN, INGEST, REGISTRY, SETTINGS
 from litmus.services.ingest import Ingestor, exposure_row
 from litmus.services.registry import Entry
@@ -80,8 +81,20 @@ def _wait(request: web.Request) -> bool:
 async def _ingest(request: web.Request, kind: EventKind) -> web.Response:
     wait = _wait(request)
     body, size = await _body(request)
-    batch = validate_events(body, kind, request.app[REGISTRY].get, datetime.now(UTC), size)
-    await request.app[INGEST].submit(batch, wait=wait)
+    try:
+        batch = validate_events(body, kind, request.app[REGISTRY].get, datetime.now(UTC), size)
+    except ValidationFailed as err:
+        metrics.events_rejected("invalid", int((err.extra or {}).get("invalid_events", 1)))
+        raise
+    try:
+        await request.app[INGEST].submit(batch, wait=wait)
+    except Unavailable:
+        metrics.events_rejected("unavailable", len(batch))
+        raise
+    if batch.exposures:
+        metrics.events_accepted("exposure", len(batch.exposures))
+    if batch.metrics:
+        metrics.events_accepted("metric", len(batch.metrics))
     return json_response(
         {
             "accepted": len(batch),

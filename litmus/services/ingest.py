@@ -29,6 +29,7 @@ from typing import Any
 
 import asyncpg
 
+from litmus import metrics
 from litmus.db import events as db
 from litmus.errors import LitmusError, Unavailable
 from litmus.settings import Settings
@@ -434,6 +435,7 @@ class Ingestor:
                 return
             deadline = self._deadline(batch)
             timeout = None if deadline is None else max(0.001, deadline - time.monotonic())
+            started = time.monotonic()
             try:
                 stored = await asyncio.wait_for(self._write_once(batch, slot), timeout)
             except TimeoutError:
@@ -462,6 +464,7 @@ class Ingestor:
                 self._fail(batch[0], exc)
                 return
             self._mark_up()
+            metrics.ingest_flushed(sum(len(s.batch) for s in batch), time.monotonic() - started)
             self.stats.flushes += 1
             self.stats.stored_exposures += stored.exposures
             self.stats.stored_metrics += stored.metrics

@@ -2,15 +2,16 @@
 --
 -- Layout, chosen for the results queries and for cheap retention:
 --  * Both tables are PARTITION BY RANGE (ts), one partition per calendar month (UTC), created
---    ahead by litmus_ensure_event_partitions() (called by the migration, by every process at
---    start and daily by the ingest service), plus a DEFAULT partition for anything outside
---    the created months. Dropping a month of history is `DROP TABLE exposures_yYYYYmMM`.
+--    ahead by litmus_ensure_event_partitions() (called by the migration, and by each
+--    process's ingest writer at its first flush and every 6 hours), plus a DEFAULT partition
+--    for anything outside the created months. Dropping a month of history is `DROP TABLE exposures_yYYYYmMM`.
 --  * experiment_id is the experiment's uuid; variant is the variant's position in the
 --    experiment's variant list (variant keys and count are frozen after launch, so the
 --    position is stable): a smallint instead of a repeated text key.
 --  * ingest_xid is the id of the transaction that stored the row (pg_current_xact_id(), the
---    64-bit xid8 that never wraps, kept as bigint because xid8 has no BRIN support). It lets a reader consume "everything committed since my
---    last watermark" without ever skipping a row that a slower transaction commits later:
+--    64-bit xid8 that never wraps, kept as bigint because xid8 has no BRIN support). It lets
+--    a reader consume "everything committed since my last watermark" without ever skipping
+--    a row that a slower transaction commits later:
 --        hi := pg_snapshot_xmin(pg_current_snapshot())::text::bigint  -- every xid < hi ended
 --        read rows WHERE ingest_xid >= lo AND ingest_xid < hi; then lo := hi
 --    (a plain sequence cannot do this: sequence values are handed out in one order and
@@ -51,8 +52,8 @@ CREATE TABLE metric_events_default PARTITION OF metric_events DEFAULT;
 -- Indexes: the raw tables are append-only logs that the results side reads by ingest_xid
 -- range (new rows since its watermark) into per-unit tables (unit_exposures, unit_metrics in
 -- 0003), which hold the per-unit keys. So only BRIN indexes here, nearly free to maintain:
--- btree indexes on (experiment_id, unit_id) and (experiment_id, ts) cost 2.6x of the COPY
--- throughput (docs/PERFORMANCE.md, "Ingestion") and no results query uses them. For ad-hoc
+-- btree indexes on (experiment_id, unit_id) and (experiment_id, ts) cut the COPY throughput
+-- 2.4-3.3x (docs/PERFORMANCE.md, "Ingestion") and no results query uses them. For ad-hoc
 -- digging into one unit, create such an index on the one partition you look at.
 CREATE INDEX exposures_xid_brin ON exposures USING brin (ingest_xid);
 CREATE INDEX exposures_ts_brin ON exposures USING brin (ts);

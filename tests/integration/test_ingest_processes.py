@@ -88,7 +88,7 @@ async def run_load(base_url: str, stop: asyncio.Event, load: Load, *, tag: str =
                         if "Retry-After" in r.headers:
                             load.retry_after.update(ids)
                         await asyncio.sleep(0.05)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 load.lost.update(ids)
                 await asyncio.sleep(0.05)
 
