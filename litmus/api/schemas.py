@@ -101,7 +101,8 @@ class ListQuery(Strict):
     status: Literal["draft", "running", "paused", "stopped"] | None = None
     owner_team: str | None = None
     limit: int = Field(default=200, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    # Bounded: asyncpg sends it as a bigint, and a larger number was a 500.
+    offset: int = Field(default=0, ge=0, le=1_000_000_000)
 
     @field_validator("status", mode="before")
     @classmethod

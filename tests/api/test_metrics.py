@@ -238,3 +238,23 @@ def test_redactor_removes_secrets_bearer_values_and_url_passwords() -> None:
     assert "postgresql://litmus:[redacted]@db:5432/litmus" in line
     record = logging.LogRecord("x", logging.INFO, "f", 1, "secret %s", (ADMIN_SECRET,), None)
     assert ADMIN_SECRET not in TextFormatter(r).format(record)
+
+
+def test_malformed_requests_are_one_info_line_not_a_traceback() -> None:
+    from aiohttp.http_exceptions import BadHttpMessage
+
+    from litmus.logs import MalformedRequestFilter
+
+    try:
+        raise BadHttpMessage("Invalid header value char:\n\n  b'X: \\x00'")
+    except BadHttpMessage as exc:
+        record = logging.LogRecord("aiohttp.server", logging.ERROR, "f", 1,
+                                   "Error handling request from %s", ("127.0.0.1",),
+                                   (type(exc), exc, exc.__traceback__))
+    assert MalformedRequestFilter().filter(record)
+    line = TextFormatter(Redactor()).format(record)
+    assert record.levelname == "INFO" and "Traceback" not in line
+    assert "malformed HTTP request with 400: Invalid header value char:" in line
+    other = logging.LogRecord("aiohttp.server", logging.ERROR, "f", 1, "boom", (),
+                              (RuntimeError, RuntimeError("x"), None))
+    assert MalformedRequestFilter().filter(other) and other.levelname == "ERROR"

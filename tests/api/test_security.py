@@ -278,6 +278,24 @@ async def test_huge_and_odd_numbers_are_refused_by_name(client: TestClient) -> N
     assert resp.status == 422
 
 
+async def test_inputs_schemathesis_found_are_clean_4xx(client: TestClient) -> None:
+    """Each of these was a 500 before its fix."""
+    await launched(client, "found")
+    cases = [
+        ("GET", "/api/v1/experiments?offset=19025153527824118249234104320", None),
+        ("POST", "/api/v1/events", {"type": {}, "experiment": "found", "unit_id": "u"}),
+        ("POST", "/api/v1/events", {"events": [{"type": ["exposure"], "experiment": "found",
+                                                "unit_id": "u", "variant": "model_a"}]}),
+        ("POST", "/api/v1/events/exposure", {"experiment": "found", "unit_id": "u",
+                                             "variant": "model_a", "ts": 1.7e308}),
+        ("POST", "/api/v1/events/metric", {"experiment": "found", "unit_id": "u", "metric": "m",
+                                           "value": 1, "ts": 10**30}),
+    ]
+    for method, path, body in cases:
+        resp = await client.request(method, path, json=body, headers=ADMIN)
+        assert resp.status == 422, (method, path, body, await resp.text())
+
+
 # -- unit ids are data, stored and echoed verbatim ---------------------------------------------
 
 ODD_UNIT_IDS = [
