@@ -19,6 +19,7 @@ TRANSIENT = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # e.g. "cannot switch to state": a connection broken mid-COPY
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,

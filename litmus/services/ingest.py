@@ -124,6 +124,7 @@ class _Submission:
     future: asyncio.Future[None] | None
     deadline: float
     taken: bool = False
+    settled: bool = False
 
 
 @dataclass(slots=True)
@@ -262,8 +263,12 @@ class Ingestor:
         except TimeoutError:
             pass
         if sub.taken:
-            # Being written: the writer's verdict comes at this same deadline.
-            await fut
+            # Being written: the writer's verdict comes at this same deadline. Bounded anyway.
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), self.wait_s)
+            except TimeoutError:
+                fut.add_done_callback(_retrieved)
+                raise self._too_slow() from None
             return
         # Never handed to PostgreSQL: take it back, so that the 503 means "not stored".
         self._pending.remove(sub)
@@ -298,8 +303,17 @@ class Ingestor:
         )
 
     def _release(self, sub: _Submission) -> None:
+        if sub.settled:
+            return
+        sub.settled = True
         self._events -= len(sub.batch)
         self._bytes -= sub.batch.nbytes
+
+    def _abandon(self, batch: list[_Submission]) -> None:
+        """A writer failed unexpectedly: answer every waiter still waiting (nothing hangs)."""
+        for sub in batch:
+            if not sub.settled:
+                self._fail(sub)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -352,7 +366,10 @@ class Ingestor:
                 batch, self._pending, self._pending_events = self._pending, [], 0
                 for sub in batch:
                     sub.taken = True
-                await self._write_with_retry(batch, slot)
+                try:
+                    await self._write_with_retry(batch, slot)
+                finally:
+                    self._abandon(batch)
                 if slot == 0:
                     await self._maintain()
             except asyncio.CancelledError:
@@ -461,7 +478,7 @@ class Ingestor:
                         await self._write_with_retry([sub], slot)
                     return
                 log.error("PostgreSQL refused a batch of %d events: %s", len(batch[0].batch), exc)
-                self._fail(batch[0], exc)
+                self._fail(batch[0])
                 return
             self._mark_up()
             metrics.ingest_flushed(sum(len(s.batch) for s in batch), time.monotonic() - started)
@@ -496,7 +513,7 @@ class Ingestor:
             exposures, metrics, claims = _unique(exposures, metrics, claims)
         return await self._write(conn, exposures, metrics, claims)
 
-    def _fail(self, sub: _Submission, exc: BaseException) -> None:
+    def _fail(self, sub: _Submission) -> None:
         self._release(sub)
         self.stats.failed += len(sub.batch)
         if sub.future is not None and not sub.future.done():
