@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import numpy as np
 
+from litmus import metrics
 from litmus.core import bandit as core_bandit
 from litmus.core import lifecycle
 from litmus.core.models import Experiment
@@ -82,6 +83,7 @@ class Recompute:
                     await self.tick()
             except Exception:
                 log.exception("recompute tick failed; retrying next interval")
+                metrics.recompute_finished(0.0, ok=False)
                 if self._lock_conn is not None and self._lock_conn.is_closed():
                     self._lock_conn = None
             await asyncio.sleep(self.interval_s)
@@ -101,6 +103,7 @@ class Recompute:
                 except Exception:
                     log.exception("recompute of experiment %s failed", exp_id)
         self.last_tick_s = time.perf_counter() - t0
+        metrics.recompute_finished(self.last_tick_s)
         self.last_tick_at = now
         self.ticks += 1
         return done

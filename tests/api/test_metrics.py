@@ -171,6 +171,8 @@ async def test_recompute_lag_and_leader(client: TestClient) -> None:
         await asyncio.sleep(0.1)
     assert value(samples, "litmus_recompute_leader") == 1
     assert value(samples, "litmus_recompute_passes_total") >= 1
+    assert value(samples, "litmus_recompute_duration_seconds_count") >= 1
+    assert value(samples, "litmus_recompute_last_success_timestamp_seconds") > 0
     age = value(samples, "litmus_results_snapshot_age_seconds")
     assert 0 <= age < 60
 
@@ -189,6 +191,18 @@ async def test_ingest_buffer_and_outcomes(client: TestClient) -> None:
     assert value(after, "litmus_ingest_buffer_events") == 0
     assert value(after, "litmus_ingest_database_up") == 1
     assert value(after, "litmus_ingest_flushes_total") > value(before, "litmus_ingest_flushes_total")
+    assert (value(after, "litmus_ingest_batch_events_sum")
+            - value(before, "litmus_ingest_batch_events_sum")) == 30
+    assert (value(after, "litmus_ingest_flush_duration_seconds_count")
+            > value(before, "litmus_ingest_flush_duration_seconds_count"))
+    assert (value(after, "litmus_events_accepted_total", type="exposure")
+            - value(before, "litmus_events_accepted_total", type="exposure")) == 30
+    r = await client.post("/api/v1/events/exposure", headers=CLIENT, json={"events": [
+        {"experiment": "ing", "unit_id": "u", "variant": "nope"}, events[0]]})
+    assert r.status == 422
+    last = await scrape(client)
+    assert (value(last, "litmus_events_rejected_total", reason="invalid")
+            - value(after, "litmus_events_rejected_total", reason="invalid")) == 1
 
 
 async def test_request_id_is_answered_and_passed_through(client: TestClient) -> None:
