@@ -57,3 +57,16 @@ def conversion(experiment: str, unit_id: str, **extra: Any) -> dict[str, Any]:
 def events(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """A batch body for POST /api/v1/events."""
     return {"events": list(items)}
+
+
+def assignments(unit_id: str, attributes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A per-unit request: the unit's assignment in every running experiment."""
+    body: dict[str, Any] = {"unit_id": unit_id}
+    if attributes:
+        body["attributes"] = attributes
+    return body
+
+
+def untyped(event: dict[str, Any]) -> dict[str, Any]:
+    """An event for /events/exposure or /events/metric, whose kind is in the path, not a field."""
+    return {k: v for k, v in event.items() if k != "type"}
