@@ -66,6 +66,9 @@ def _unit_problem(unit: Any) -> str | None:
         return "required: a non-empty string"
     if len(unit) > MAX_UNIT_ID:
         return f"at most {MAX_UNIT_ID} characters (got {len(unit)})"
+    if "\x00" in unit:
+        # Unit ids end up in PostgreSQL (exposures), which cannot store NUL characters.
+        return "must not contain NUL (U+0000) characters"
     return None
 
 

@@ -29,6 +29,7 @@ from litmus.services.ingest import (
 
 MAX_EVENTS = 10_000
 MAX_UNIT_ID = 256
+NUL_MESSAGE = "must not contain NUL (U+0000) characters: PostgreSQL cannot store them"
 MAX_EVENT_ID = 128
 MAX_REF = 200
 MAX_FIELDS_SHOWN = 1000
@@ -265,21 +266,24 @@ def validate_events(
             errs = errs or []
             errs.append(("experiment", res.error))
         unit: Any = ev.get("unit_id")
-        if type(unit) is not str or not unit or len(unit) > MAX_UNIT_ID:
+        if type(unit) is not str or not unit or len(unit) > MAX_UNIT_ID or "\x00" in unit:
             errs = errs or []
             errs.append(("unit_id", "field required" if unit is None else
                          "must be a non-empty string" if type(unit) is not str or not unit else
-                         f"must be at most {MAX_UNIT_ID} characters"))
+                         f"must be at most {MAX_UNIT_ID} characters" if len(unit) > MAX_UNIT_ID
+                         else NUL_MESSAGE))
         raw_ts = ev.get("ts")
         ts: Micros | str = now_ts if raw_ts is None else parse_ts(raw_ts, now_us)
         if type(ts) is str:
             errs = errs or []
             errs.append(("ts", ts))
         eid: Any = ev.get("event_id")
-        if eid is not None and (type(eid) is not str or not eid or len(eid) > MAX_EVENT_ID):
+        if eid is not None and (type(eid) is not str or not eid or len(eid) > MAX_EVENT_ID
+                                or "\x00" in eid):
             errs = errs or []
-            errs.append(("event_id", f"must be at most {MAX_EVENT_ID} characters"
-                         if type(eid) is str and eid else "must be a non-empty string"))
+            errs.append(("event_id", "must be a non-empty string" if type(eid) is not str or not eid
+                         else f"must be at most {MAX_EVENT_ID} characters" if len(eid) > MAX_EVENT_ID
+                         else NUL_MESSAGE))
         # The variant: required for exposures, optional for metrics.
         raw_variant = ev.get("variant")
         variant: int | None = None

@@ -352,10 +352,10 @@ async def test_odd_unit_ids_are_echoed_and_stored_verbatim(
 async def test_nul_characters_are_refused_cleanly(client: TestClient) -> None:
     """PostgreSQL text and jsonb cannot hold U+0000: a clean 422 naming the field, never a 500."""
     await launched(client, "nul")
-    # Assignment stores nothing: the id is only hashed and echoed.
+    # Assignment refuses it too: the unit id may become a stored exposure (log_exposure).
     resp = await client.post("/api/v1/assign", json={"experiment": "nul", "unit_id": "a\u0000b"},
                              headers=CLIENT)
-    assert resp.status == 200 and (await resp.json())["unit_id"] == "a\u0000b"
+    assert resp.status == 422 and "unit_id" in (await resp.json())["error"]["fields"]
     for body, field in ((experiment_payload(name="bad\u0000name"), "name"),
                         (experiment_payload(overrides={"u\u0000": "model_a"}), "overrides"),
                         (experiment_payload(variants=[
@@ -369,10 +369,6 @@ async def test_nul_characters_are_refused_cleanly(client: TestClient) -> None:
     assert resp.status == 422 and "description" in (await resp.json())["error"]["fields"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug in event validation (litmus/api/event_schemas.py): a unit_id or event_id with "
-    "U+0000 passes validation, PostgreSQL refuses the COPY and the request gets 500 "
-    "ingest_failed; it should be a 422 naming the field. Remove this marker with the fix."))
 async def test_nul_characters_in_events_are_refused_cleanly(client: TestClient) -> None:
     await launched(client, "nulev")
     for event in ({"experiment": "nulev", "unit_id": "a\u0000b", "variant": "model_a"},
@@ -380,6 +376,10 @@ async def test_nul_characters_in_events_are_refused_cleanly(client: TestClient) 
                    "event_id": "e\u0000"}):
         resp = await client.post("/api/v1/events/exposure", headers=CLIENT, json=event)
         assert resp.status == 422, await resp.text()
+        assert "NUL" in (await resp.text())
+    resp = await client.post("/api/v1/assign", headers=CLIENT,
+                             json={"experiment": "nulev", "unit_id": "a\u0000b", "log_exposure": True})
+    assert resp.status == 422 and "unit_id" in (await resp.json())["error"]["fields"]
 
 
 # -- CORS -------------------------------------------------------------------------------------
