@@ -114,7 +114,13 @@ async def patch(request: web.Request) -> web.Response:
     expected = _if_match(request)
 
     def mutate(current: Experiment) -> Experiment:
-        merged: dict[str, Any] = {**editable_dict(current), **body}
+        base = editable_dict(current)
+        merged: dict[str, Any] = {**base, **body}
+        # Settings objects merge one level deeper: {"bandit": {"auto_stop": true}} changes
+        # only that setting, not the rest back to defaults.
+        for name in ("bandit", "metrics"):
+            if isinstance(body.get(name), dict) and isinstance(base.get(name), dict):
+                merged[name] = {**base[name], **body[name]}
         if "variants" in body and "allocation" not in body and current.allocation == "bandit":
             merged["allocation"] = "bandit"
         new = to_experiment(parse(ExperimentIn, merged), base=current)

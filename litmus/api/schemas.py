@@ -11,12 +11,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from litmus.core.models import (
-    TARGETING_OPS,
     BanditSettings,
     Experiment,
     Rule,
     Variant,
 )
+from litmus.core.targeting import validate_rules
 from litmus.errors import ValidationFailed
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -135,35 +135,12 @@ def cross_check(data: ExperimentIn) -> None:
     for unit, key in data.overrides.items():
         if key not in seen:
             fields[f"overrides.{unit}"] = f"{key!r} is not a variant key"
-    for i, r in enumerate(data.targeting):
-        problem = rule_problem(r)
-        if problem:
-            fields[f"targeting[{i}].value"] = problem
+    # The same validator the registry's compiler uses: what passes here always compiles.
+    for err in validate_rules([r.model_dump() for r in data.targeting]):
+        fields[f"targeting[{err.index}].{err.field}"] = err.message
     if fields:
         first = messages[0] if messages else next(iter(fields.values()))
         raise ValidationFailed(f"invalid experiment: {first}", fields=fields)
-
-
-def rule_problem(r: RuleIn) -> str | None:
-    """What is wrong with one targeting rule's value, if anything."""
-    if r.op in ("in", "not_in"):
-        return None if isinstance(r.value, list) else f"'{r.op}' needs a list of values"
-    if r.op == "exists":
-        return None if isinstance(r.value, bool) or r.value is None else "'exists' needs true or false"
-    if r.op in ("gt", "gte", "lt", "lte"):
-        ok = isinstance(r.value, (int, float, str)) and not isinstance(r.value, bool)
-        return None if ok else f"'{r.op}' needs a number or a string"
-    if r.op == "regex":
-        if not isinstance(r.value, str):
-            return "'regex' needs a string"
-        try:
-            re.compile(r.value)
-        except re.error as exc:
-            return f"invalid regular expression: {exc}"
-    if r.op == "contains" and r.value is None:
-        return "'contains' needs a value"
-    assert r.op in TARGETING_OPS
-    return None
 
 
 def to_experiment(data: ExperimentIn, *, base: Experiment | None = None) -> Experiment:

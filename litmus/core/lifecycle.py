@@ -80,7 +80,29 @@ def check_editable(old: Experiment, new: Experiment) -> None:
             raise FrozenVariantsError(
                 f"variant keys and count are frozen once an experiment has launched "
                 f"(it is {old.status}): changing them would corrupt the analysis; "
-                "only a variant's config, name and weight may change"
+                "only a variant's config and name may change"
+            )
+        if old.control.key != new.control.key:
+            raise FrozenVariantsError(
+                f"the control variant cannot change once an experiment has launched (it is "
+                f"{old.status}): every comparison so far is against {old.control.key!r}"
+            )
+        if old.allocation == "fixed" and [v.weight for v in old.variants] != [
+            v.weight for v in new.variants
+        ]:
+            raise FrozenVariantsError(
+                f"weights cannot change once an experiment has launched (it is {old.status}): "
+                "units would move between variants and the split check (SRM) would fail; "
+                "stop it and start a new experiment instead"
+            )
+        if old.bandit is not None and new.bandit is not None and (
+            old.bandit.reward_metric != new.bandit.reward_metric
+            or old.bandit.reward_type != new.bandit.reward_type
+            or old.bandit.goal != new.bandit.goal
+        ):
+            raise FrozenVariantsError(
+                f"a bandit's reward metric, type and goal cannot change once it has launched "
+                f"(it is {old.status}): the posteriors so far were built on them"
             )
         if old.key != new.key or old.salt != new.salt:
             raise FrozenVariantsError(

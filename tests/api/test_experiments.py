@@ -326,3 +326,44 @@ async def test_bandit_allocation_gets_default_settings(client: TestClient) -> No
         API, json=experiment_payload(allocation="bandit", bandit={"floor": 0.5}), headers=ADMIN
     )
     assert resp.status == 422
+
+
+async def test_rules_the_registry_cannot_compile_are_refused(client: TestClient) -> None:
+    for rule in ({"attribute": "country", "op": "eq"},
+                 {"attribute": "tags", "op": "contains", "value": ["a"]},
+                 {"attribute": "name", "op": "regex", "value": "x" * 1001}):
+        resp = await client.post(API, json=experiment_payload(targeting=[rule]), headers=ADMIN)
+        assert resp.status == 422, rule
+        assert any(k.startswith("targeting[0].") for k in (await resp.json())["error"]["fields"])
+
+
+async def test_after_launch_control_weights_and_reward_are_frozen(client: TestClient) -> None:
+    exp = await create(client)
+    await act(client, exp["id"], "launch", {"ramp": 1})
+    swapped = [dict(v, is_control=(v["key"] == "model_b")) for v in exp["variants"]]
+    resp = await client.patch(f"{API}/{exp['id']}", json={"variants": swapped}, headers=ADMIN)
+    assert resp.status == 409 and "control" in (await resp.json())["error"]["message"]
+    reweighted = [dict(v, weight=w) for v, w in zip(exp["variants"], (0.2, 0.3, 0.5), strict=True)]
+    resp = await client.patch(f"{API}/{exp['id']}", json={"variants": reweighted}, headers=ADMIN)
+    assert resp.status == 409 and "weights" in (await resp.json())["error"]["message"]
+    bandit = await create(client, allocation="bandit",
+                          bandit={"reward_type": "continuous", "reward_metric": "revenue"})
+    await act(client, bandit["id"], "launch", {"ramp": 1})
+    resp = await client.patch(f"{API}/{bandit['id']}", json={"bandit": {"reward_type": "binary"}},
+                              headers=ADMIN)
+    assert resp.status == 409
+
+
+async def test_partial_patch_of_settings_keeps_the_rest(client: TestClient) -> None:
+    exp = await create(client, allocation="bandit",
+                       bandit={"reward_type": "continuous", "reward_metric": "revenue",
+                               "update_interval_s": 3},
+                       metrics={"primary": "revenue", "guardrails": ["latency_ms"]})
+    resp = await client.patch(f"{API}/{exp['id']}", json={"bandit": {"auto_stop": True},
+                                                         "metrics": {"guardrails": []}},
+                              headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["bandit"]["auto_stop"] is True
+    assert body["bandit"]["reward_type"] == "continuous" and body["bandit"]["update_interval_s"] == 3
+    assert body["metrics"]["primary"] == "revenue" and body["metrics"]["guardrails"] == []
