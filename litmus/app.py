@@ -32,6 +32,12 @@ async def registry_ctx(app: web.Application) -> AsyncIterator[None]:
     registry = Registry(app[POOL], app[DSN], app[SETTINGS].registry_reload_s)
     await registry.start()
     app[REGISTRY] = registry
+
+    async def end_streams(_: web.Application) -> None:
+        # Open /config/stream requests would otherwise hold the shutdown for its whole timeout.
+        registry.close_subscribers()
+
+    app.on_shutdown.append(end_streams)
     try:
         yield
     finally:

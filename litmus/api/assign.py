@@ -266,8 +266,10 @@ async def config_stream(request: web.Request) -> web.StreamResponse:
                 await resp.write(b": heartbeat\n\n")
                 continue
             # Skip to the newest body when several changes queued up.
-            while not queue.empty():
+            while not queue.empty() and version:
                 version, body = queue.get_nowait()
+            if not version:
+                break  # the server is shutting down: end the stream so the drain can finish
             await resp.write(_sse(version, body))
     except ConnectionResetError:
         pass

@@ -19,7 +19,7 @@ import numpy as np
 from litmus import metrics
 from litmus.core import bandit as core_bandit
 from litmus.core import lifecycle
-from litmus.core.models import Experiment
+from litmus.core.models import ArmStats, Experiment
 from litmus.core.snapshot import MetricAgg, build_results, unit_arm
 from litmus.db import experiments as db_experiments
 from litmus.db import results as db
@@ -170,7 +170,14 @@ class Recompute:
         updated_at = stored[1] if stored else None
         if due:
             reward = metrics.get(settings.reward_metric, {})
-            arms = {k: unit_arm(reward.get(k), units) for k, (units, _) in exposures.items()}
+            if settings.reward_type == "binary":
+                # A success is a unit that converted at all: repeat conversions of one unit
+                # must not count as several successes of the Beta-Bernoulli posterior.
+                arms = {k: ArmStats(units, float(min(agg.units, units)) if (agg := reward.get(k)) else 0.0,
+                                    float(min(agg.units, units)) if agg else 0.0)
+                        for k, (units, _) in exposures.items()}
+            else:
+                arms = {k: unit_arm(reward.get(k), units) for k, (units, _) in exposures.items()}
             # Seeded per experiment and per update: a rerun of the same update draws the same.
             seed = [uuid.UUID(exp.id).int % (1 << 63), int(now.timestamp() * 1000)]
             state = core_bandit.update(arms, settings, np.random.default_rng(seed), previous, _iso(now))

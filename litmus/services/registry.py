@@ -116,6 +116,13 @@ class Registry:
         self._subscribers.add(q)
         return q
 
+    def close_subscribers(self) -> None:
+        """Tell every stream to end (shutdown): an empty version is the end-of-stream mark."""
+        for q in list(self._subscribers):
+            if q.full():
+                q.get_nowait()
+            q.put_nowait(("", b""))
+
     def unsubscribe(self, q: asyncio.Queue[tuple[str, bytes]]) -> None:
         """Stop delivering config bodies to `q`."""
         self._subscribers.discard(q)
@@ -124,8 +131,9 @@ class Registry:
 
     def _put(self, entry: Entry) -> None:
         old = self._by_id.get(entry.experiment.id)
-        if old is not None and old.experiment.key != entry.experiment.key:
-            self._by_ref.pop(old.experiment.key, None)
+        if (old is not None and old.experiment.key != entry.experiment.key
+                and self._by_ref.get(old.experiment.key) is old):
+            self._by_ref.pop(old.experiment.key)
         self._by_id[entry.experiment.id] = entry
         self._by_ref[entry.experiment.id] = entry
         self._by_ref[entry.experiment.key] = entry
@@ -133,7 +141,9 @@ class Registry:
     def _drop(self, exp_id: str) -> None:
         old = self._by_id.pop(exp_id, None)
         if old is not None:
-            self._by_ref.pop(old.experiment.key, None)
+            # The key may already belong to a newer experiment (delete, then re-create).
+            if self._by_ref.get(old.experiment.key) is old:
+                self._by_ref.pop(old.experiment.key)
             self._by_ref.pop(exp_id, None)
 
     async def reload_all(self) -> None:

@@ -149,3 +149,19 @@ def test_config_round_trip_is_bit_identical() -> None:
     for i in range(2000):
         attrs = {"country": "DE" if i % 3 else "US"}
         assert core_assign(server, f"u{i}", attrs) == core_assign(client, f"u{i}", attrs)
+
+
+async def test_sigterm_with_an_open_config_stream_exits_promptly(database_url: str, tmp_path: Path) -> None:
+    server = ServerProcess(database_url, tmp_path / "s").start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            resp = await s.get(server.base_url + "/api/v1/config/stream", headers=CLIENT)
+            assert resp.status == 200
+            await resp.content.readline()
+            t0 = time.monotonic()
+            server.signal(15)
+            assert await asyncio.to_thread(server.wait, 20) == 0
+            assert time.monotonic() - t0 < 10
+            resp.close()
+    finally:
+        server.stop()
