@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import logging
 import threading
 import urllib.error
@@ -104,7 +105,7 @@ class LitmusClient:
             if exc.code == 304:
                 return True
             log.warning("config fetch failed: HTTP %s", exc.code)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             log.warning("config fetch failed: %s; keeping the last good config", exc)
         return False
 
@@ -129,14 +130,19 @@ class LitmusClient:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            # Whatever goes wrong, the refresher keeps going: a dead thread would serve a stale
+            # config forever without a word.
             if self.stream:
                 try:
                     self._follow_stream()
-                except (OSError, ValueError) as exc:
+                except Exception as exc:
                     log.info("config stream unavailable (%s); polling", exc)
             if self._stop.is_set():
                 return
-            self.refresh()
+            try:
+                self.refresh()
+            except Exception:
+                log.exception("config refresh failed")
             self._stop.wait(self.poll_interval_s)
 
     def start(self, wait_s: float = 5.0) -> bool:
@@ -205,15 +211,23 @@ class AsyncLitmusClient:
             if resp.status != 200:
                 raise OSError(f"HTTP {resp.status}")
             lines: list[str] = []
-            async for raw in resp.content:
-                line = raw.decode().rstrip("\r\n")
-                if line:
-                    lines.append(line)
-                    continue
-                body = _parse_sse(lines)
-                lines = []
-                if body is not None:
-                    self.state.apply(body)
+            pending = b""
+            # Chunks, not readline(): a config line may exceed aiohttp's line-length limit.
+            async for chunk in resp.content.iter_any():
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for raw in complete:
+                    self._on_line(raw.decode().rstrip("\r"), lines)
+
+    def _on_line(self, line: str, lines: list[str]) -> None:
+        """Collect SSE lines; an empty line ends an event."""
+        if line:
+            lines.append(line)
+            return
+        body = _parse_sse(lines)
+        lines.clear()
+        if body is not None:
+            self.state.apply(body)
 
     async def _run(self) -> None:
         import aiohttp
@@ -224,7 +238,13 @@ class AsyncLitmusClient:
                     await self._follow_stream()
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                     log.info("config stream unavailable (%s); polling", exc)
-            await self.refresh()
+                except Exception:
+                    # Never let the refresher die: a stale config would be served forever.
+                    log.exception("config stream failed; polling")
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("config refresh failed")
             await asyncio.sleep(self.poll_interval_s)
 
     async def start(self) -> bool:
@@ -240,7 +260,7 @@ class AsyncLitmusClient:
         """Stop refreshing and close the HTTP session."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._task
         if self._session is not None:
             await self._session.close()
