@@ -62,7 +62,7 @@ SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
 -- name: fold_moves_table
 CREATE TEMP TABLE IF NOT EXISTS fold_moves (
     experiment_id uuid NOT NULL,
-    unit_id       text NOT NULL,
+    unit_id       text COLLATE "C" NOT NULL,  -- as in unit_metrics: joins can use its key
     old_variant   smallint,
     new_variant   smallint NOT NULL,
     old_ts        timestamptz,
@@ -74,7 +74,7 @@ CREATE TEMP TABLE IF NOT EXISTS fold_moves (
 -- new or moved earlier (an earlier exposure arrived late) in fold_moves for the arm deltas.
 -- Each new unit is looked up once in unit_exposures (joined, materialised): no CTE-to-CTE join.
 WITH new AS (
-    SELECT experiment_id, unit_id, (array_agg(variant ORDER BY ts, ingest_xid))[1] AS variant,
+    SELECT experiment_id, unit_id, (array_agg(variant ORDER BY ts, ingest_xid, event_id))[1] AS variant,
            min(ts) AS first_ts, count(*) AS n
     FROM exposures
     WHERE ingest_xid >= $1 AND ingest_xid < $2
@@ -137,20 +137,17 @@ ON CONFLICT (experiment_id, slot, variant) DO UPDATE SET units = t.units + EXCLU
 
 -- name: fold_move_metrics
 -- Units that changed arm take their metric totals (folded earlier) with them; a unit seen for
--- the first time moves its totals out of "unattributed" (variant -1).
+-- the first time moves its totals out of "unattributed" (variant -1). One lookup per moved
+-- unit; each of its metric rows yields a +1 on the new arm and a -1 on the old.
 INSERT INTO arm_metrics AS a (experiment_id, variant, metric, units, events, sum, sum_sq)
-SELECT experiment_id, variant, metric, sum(du), sum(de), sum(ds), sum(dss) FROM (
-    SELECT m.experiment_id, mv.new_variant AS variant, m.metric, 1 AS du, m.events AS de,
-           m.total AS ds, m.total * m.total AS dss
-    FROM fold_moves mv JOIN unit_metrics m USING (experiment_id, unit_id)
-    WHERE mv.old_variant IS DISTINCT FROM mv.new_variant
-    UNION ALL
-    SELECT m.experiment_id, coalesce(mv.old_variant, -1), m.metric, -1, -m.events, -m.total,
-           -(m.total * m.total)
-    FROM fold_moves mv JOIN unit_metrics m USING (experiment_id, unit_id)
-    WHERE mv.old_variant IS DISTINCT FROM mv.new_variant
-) deltas
-GROUP BY experiment_id, variant, metric
+SELECT m.experiment_id, CASE WHEN d.sign = 1 THEN mv.new_variant ELSE coalesce(mv.old_variant, -1) END,
+       m.metric, sum(d.sign), sum(d.sign * m.events), sum(d.sign * m.total),
+       sum(d.sign * m.total * m.total)
+FROM fold_moves mv
+JOIN unit_metrics m ON m.experiment_id = mv.experiment_id AND m.unit_id = mv.unit_id
+CROSS JOIN (VALUES (1), (-1)) AS d (sign)
+WHERE mv.old_variant IS DISTINCT FROM mv.new_variant
+GROUP BY 1, 2, 3
 ON CONFLICT (experiment_id, variant, metric) DO UPDATE SET
     units = a.units + EXCLUDED.units, events = a.events + EXCLUDED.events,
     sum = a.sum + EXCLUDED.sum, sum_sq = a.sum_sq + EXCLUDED.sum_sq;
@@ -189,6 +186,9 @@ GROUP BY experiment_id, arm, metric
 ON CONFLICT (experiment_id, variant, metric) DO UPDATE SET
     units = a.units + EXCLUDED.units, events = a.events + EXCLUDED.events,
     sum = a.sum + EXCLUDED.sum, sum_sq = a.sum_sq + EXCLUDED.sum_sq;
+
+-- name: fold_reset
+TRUNCATE unit_exposures, unit_metrics, arm_exposures, arm_metrics, exposure_timeline;
 
 -- name: watermark_set
 UPDATE recompute_watermark SET xid_lo = $1, folded_at = now() WHERE id = 1;

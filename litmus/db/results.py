@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -12,6 +13,8 @@ import asyncpg
 from litmus.core.bandit import BanditState
 from litmus.core.snapshot import MetricAgg
 from litmus.db.queries import q
+
+log = logging.getLogger("litmus.recompute")
 
 FOLD_TIMEOUT_S = 3600.0
 
@@ -30,9 +33,17 @@ async def fold_new_events(conn: asyncpg.Connection) -> tuple[int, int]:
     """Fold every event committed since the watermark into the per-unit tables.
 
     Returns the (old, new) watermark. Runs in one transaction, so a crash folds nothing twice."""
-    async with conn.transaction():
+    # One snapshot for every statement: a stop committed mid-fold cannot cut some of them.
+    async with conn.transaction(isolation="repeatable_read"):
         lo = await conn.fetchval(q("watermark_lock"))
         hi = await conn.fetchval(q("snapshot_xmin"))
+        if hi < lo:
+            # Transaction ids went backwards: this database was restored into another cluster.
+            # The watermark means nothing here; fold everything again from scratch.
+            log.warning("recompute watermark %s is ahead of this cluster (%s): refolding all events",
+                        lo, hi)
+            await conn.execute(q("fold_reset"))
+            lo = 0
         if hi > lo:
             await conn.execute(q("fold_moves_table"))
             # Hash aggregates over a catch-up's millions of units stay in memory.

@@ -37,10 +37,30 @@ def _iso(dt: datetime) -> str:
     return dt.isoformat().replace("+00:00", "Z")
 
 
+SLOT_S = 10  # exposure_timeline's slot width
+SLOT_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 def timeline_bucket(start: datetime, now: datetime) -> timedelta:
-    """A bucket width giving about TIMELINE_POINTS points since `start` (whole seconds)."""
+    """A whole number of 10-second slots giving at most TIMELINE_POINTS points since `start`.
+
+    Buckets are multiples of the stored slots on the same grid, so each holds whole slots: no
+    empty buckets and no sawtooth."""
     span = max((now - start).total_seconds(), 1.0)
-    return timedelta(seconds=max(1, math.ceil(span / TIMELINE_POINTS)))
+    return timedelta(seconds=SLOT_S * max(1, math.ceil(span / (SLOT_S * TIMELINE_POINTS))))
+
+
+def _filled(points: dict[datetime, dict[str, Any]], bucket: timedelta,
+            keys: list[str]) -> list[dict[str, Any]]:
+    """Timeline points in order, with zero points for buckets in which no unit arrived."""
+    if not points:
+        return []
+    out = []
+    t, last = min(points), max(points)
+    while t <= last:
+        out.append(points.get(t) or {"t": _iso(t), **dict.fromkeys(keys, 0)})
+        t += bucket
+    return out
 
 
 class Recompute:
@@ -114,7 +134,8 @@ class Recompute:
         if exp is None:
             return
         start = exp.launched_at or exp.created_at or now
-        agg = await db.aggregates(conn, exp.id, timeline_bucket(start, now), start)
+        bucket = timeline_bucket(start, now)
+        agg = await db.aggregates(conn, exp.id, bucket, SLOT_ORIGIN)
         keys = [v.key for v in exp.variants]
 
         def key(i: int) -> str | None:
@@ -147,7 +168,7 @@ class Recompute:
             exposures=exposures,
             metrics=metrics,
             weights=weights,
-            timeline=[timeline[t] for t in sorted(timeline)],
+            timeline=_filled(timeline, bucket, keys),
             unattributed=agg.unattributed,
             prev_anytime_p=prev,  # type: ignore[arg-type]
             minimize_metrics=minimize,

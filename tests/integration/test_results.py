@@ -7,7 +7,6 @@ import asyncio
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -249,8 +248,9 @@ def test_timeline_bucket() -> None:
 
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     assert timeline_bucket(t0, t0 + timedelta(minutes=60)) == timedelta(seconds=60)
-    assert timeline_bucket(t0, t0) == timedelta(seconds=1)
-    _ = Path
+    assert timeline_bucket(t0, t0 + timedelta(minutes=5)) == timedelta(seconds=10)
+    assert timeline_bucket(t0, t0 + timedelta(seconds=601)) == timedelta(seconds=20)
+    assert timeline_bucket(t0, t0) == timedelta(seconds=10)
 
 
 async def test_events_through_the_api_reach_the_results(app_client: TestClient) -> None:
