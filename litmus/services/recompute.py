@@ -74,6 +74,7 @@ class Recompute:
         self._lock_conn: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self.is_leader = False
+        self._tick_lock = asyncio.Lock()
         self.last_tick_s = 0.0
         self.last_tick_at: datetime | None = None
         self.ticks = 0
@@ -111,7 +112,9 @@ class Recompute:
     async def tick(self, now: datetime | None = None) -> list[str]:
         """Fold new events, then recompute every target experiment; returns their ids."""
         t0 = time.perf_counter()
-        async with self._pool.acquire() as conn:
+        # One pass at a time in this process (the loop and a direct call never overlap; other
+        # processes are kept out by the leader lock).
+        async with self._tick_lock, self._pool.acquire() as conn:
             await db.fold_new_events(conn)
             now = now or datetime.now(UTC)
             targets = await db.recompute_targets(conn, STOPPED_WINDOW)
