@@ -88,10 +88,18 @@ def positive(kind: type) -> Any:
     return conv
 
 
+def base_url(text: str) -> str:
+    """An http(s) address."""
+    if not text.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"--base-url must start with http:// or https://: {text!r}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line (SPEC section 5)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--base-url", default="http://localhost:8000", help="Litmus server address")
+    p.add_argument("--base-url", type=base_url, default="http://localhost:8000",
+                   help="Litmus server address")
     p.add_argument("--token", default=None,
                    help="admin token (default: first of ADMIN_API_TOKENS, else .litmus/admin_token)")
     p.add_argument("--rates", type=parse_rates, default=parse_rates("0.04,0.05,0.06,0.07,0.10"),
@@ -161,6 +169,8 @@ class Simulation:
                                   EXIT_USAGE) from None
         except TimeoutError:
             raise SimulationError(f"Litmus at {self.base} did not answer in time") from None
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise SimulationError(f"{method} {path} failed: {exc}") from None
 
     async def create(self) -> None:
         """Create and launch the bandit experiment."""
@@ -251,8 +261,18 @@ class Simulation:
             next_snap = start + self.args.snapshot_every
             tick = 0.1
             tasks: set[asyncio.Task[None]] = set()
+            failures: list[BaseException] = []
+
+            def done(t: asyncio.Task[None]) -> None:
+                tasks.discard(t)
+                if not t.cancelled() and t.exception() is not None:
+                    failures.append(t.exception())  # type: ignore[arg-type]
+
             debt = 0.0
+            last = start
             while True:
+                if failures:
+                    raise failures[0]
                 now = time.monotonic()
                 elapsed = now - start
                 if elapsed >= self.args.max_seconds:
@@ -260,22 +280,23 @@ class Simulation:
                              f"{self.args.max_seconds:g}; the experiment is left running",
                              t=round(elapsed, 1), experiment_id=self.exp["id"])
                     return EXIT_TIMEOUT
-                debt += self.args.users_per_second * tick
+                # Users owed for the time that really passed (flushes and snapshots take time too).
+                debt += self.args.users_per_second * (now - last)
+                last = now
                 for _ in range(int(debt)):
                     t = asyncio.create_task(self.user(sem))
                     tasks.add(t)
-                    t.add_done_callback(tasks.discard)
+                    t.add_done_callback(done)
                 debt -= int(debt)
                 await asyncio.sleep(tick)
-                for t in [t for t in tasks if t.done()]:
-                    t.result()  # surface errors of finished users
                 await self.flush()
                 if time.monotonic() >= next_snap:
                     next_snap += self.args.snapshot_every
                     if await self.snapshot(time.monotonic() - start):
                         break
-            for t in list(tasks):
-                await t
+            await asyncio.gather(*tasks)
+            if failures:
+                raise failures[0]
             await self.flush()
             if self.args.stop_on_converge:
                 snap = await self.call("GET", routes.experiment_action(self.exp["id"], "results"))
