@@ -33,9 +33,6 @@ RETURNING *;
 -- name: experiment_delete
 DELETE FROM experiments WHERE id = $1;
 
--- name: experiment_live
-SELECT * FROM experiments WHERE status IN ('running', 'paused', 'stopped');
-
 -- name: audit_insert
 INSERT INTO experiment_audit (experiment_id, actor, action, changes, before, after)
 VALUES ($1, $2, $3, $4, $5, $6);

@@ -126,11 +126,6 @@ async def list_experiments(
     return [row_to_experiment(r) for r in rows]
 
 
-async def list_live(conn: asyncpg.Pool | asyncpg.Connection) -> list[Experiment]:
-    """Every experiment assignment can answer for (all but drafts)."""
-    return [row_to_experiment(r) for r in await conn.fetch(q("experiment_live"))]
-
-
 async def update(
     pool: asyncpg.Pool,
     id_or_key: str,
