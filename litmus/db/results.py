@@ -17,6 +17,7 @@ from litmus.db.queries import q
 log = logging.getLogger("litmus.recompute")
 
 FOLD_TIMEOUT_S = 3600.0
+ANALYZE_AFTER_UNITS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,8 @@ async def fold_new_events(conn: asyncpg.Connection) -> tuple[int, int]:
             # units, and only then are the new metric totals added to the units' arms.
             # A catch-up over millions of events may take minutes: no command timeout here.
             t = FOLD_TIMEOUT_S
-            await conn.execute(q("fold_exposures"), lo, hi, timeout=t)
+            status = await conn.execute(q("fold_exposures"), lo, hi, timeout=t)
+            moved = int(status.rsplit(" ", 1)[-1])
             # Row counts for the planner: few moves -> index lookups, many -> hash joins.
             await conn.execute("ANALYZE fold_moves", timeout=t)
             await conn.execute(q("fold_exposure_events"), lo, hi, timeout=t)
@@ -61,6 +63,10 @@ async def fold_new_events(conn: asyncpg.Connection) -> tuple[int, int]:
             await conn.execute(q("fold_move_metrics"), timeout=t)
             await conn.execute(q("fold_metrics"), lo, hi, timeout=t)
             await conn.execute(q("watermark_set"), hi)
+            if moved >= ANALYZE_AFTER_UNITS:
+                # A big fold (a catch-up) changes the per-unit tables faster than autovacuum
+                # re-samples them; fresh statistics keep the next folds on key lookups.
+                await conn.execute("ANALYZE unit_exposures, unit_metrics", timeout=t)
     return int(lo), int(max(hi, lo))
 
 
