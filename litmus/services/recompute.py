@@ -80,22 +80,19 @@ class Recompute:
         self.ticks = 0
 
     async def _ensure_leader(self) -> bool:
+        """Hold the leader lock, or try for it on a connection kept open between tries."""
         if self._lock_conn is not None and not self._lock_conn.is_closed():
-            return True
-        self.is_leader = False
-        conn = await asyncpg.connect(self._dsn)
-        try:
-            got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK)
-        except Exception:
-            await conn.close()
-            raise
-        if not got:
-            await conn.close()
-            return False
-        self._lock_conn = conn
-        self.is_leader = True
-        log.info("this process is now the recompute leader")
-        return True
+            if self.is_leader:
+                return True
+        else:
+            # A dropped session released the lock, if it held it: start over.
+            self.is_leader = False
+            self._lock_conn = await asyncpg.connect(self._dsn)
+        got = bool(await self._lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK))
+        if got:
+            self.is_leader = True
+            log.info("this process is now the recompute leader")
+        return got
 
     async def _loop(self) -> None:
         while True:
