@@ -64,8 +64,10 @@ class Registry:
         self._by_ref: dict[str, Entry] = {}
         self._by_id: dict[str, Entry] = {}
         self._pending: set[str] = set()
-        # Ids reloaded one by one while a full reload's read is in flight (None: none running).
-        self._touched: set[str] | None = None
+        # Each database read gets a number when it starts; an experiment keeps the state of
+        # the newest-started read that installed it (reads can finish out of order).
+        self._reads = 0
+        self._installed: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -146,40 +148,56 @@ class Registry:
                 self._by_ref.pop(old.experiment.key)
             self._by_ref.pop(exp_id, None)
 
+    def _next_read(self) -> int:
+        self._reads += 1
+        return self._reads
+
+    def _newer_installed(self, exp_id: str, read: int) -> bool:
+        """Whether a read that started after `read` has already installed this experiment."""
+        return self._installed.get(exp_id, -1) > read
+
     async def reload_all(self) -> None:
-        """Replace everything with what the database holds now."""
-        self._touched = set()
-        try:
-            rows = await db.registry_rows(self._pool)
-        finally:
-            touched, self._touched = self._touched, None
+        """Replace everything with what the database holds now.
+
+        Reads race: a single reload that started after this full read may finish first. Each
+        experiment therefore keeps whatever the newest-started read installed."""
+        read = self._next_read()
+        rows = await db.registry_rows(self._pool)
         by_id: dict[str, Entry] = {}
-        by_ref: dict[str, Entry] = {}
+        seen: set[str] = set()
         for exp, weights in rows:
+            seen.add(exp.id)
             entry = self._by_id.get(exp.id)
-            if entry is None or entry.experiment != exp or entry.weights != _merged(exp, weights):
+            if self._newer_installed(exp.id, read):
+                if entry is None:
+                    continue  # deleted by a newer read
+            elif entry is None or entry.experiment != exp or entry.weights != _merged(exp, weights):
                 try:
                     entry = make_entry(exp, weights)
                 except ValueError as exc:
                     # One broken experiment must not keep the others from loading.
                     log.error("experiment %s cannot be compiled: %s", exp.key, exc)
                     continue
+                self._installed[exp.id] = read
             by_id[exp.id] = entry
-            by_ref[exp.id] = entry
-            by_ref[exp.key] = entry
+        for exp_id, entry in self._by_id.items():
+            if exp_id not in seen and self._newer_installed(exp_id, read):
+                by_id[exp_id] = entry  # created after this full read began
+        by_ref: dict[str, Entry] = {}
+        for exp_id, entry in by_id.items():
+            by_ref[exp_id] = entry
+            by_ref[entry.experiment.key] = entry
         self._by_id, self._by_ref = by_id, by_ref
         self.reloads += 1
         self._rebuild_config()
-        if touched:
-            # Changes applied while the full read was in flight are newer than what it read.
-            self._pending |= touched
-            self._wake.set()
 
     async def reload_one(self, exp_id: str) -> None:
-        """Reload one experiment (or forget it when it is gone)."""
-        if self._touched is not None:
-            self._touched.add(exp_id)
+        """Reload one experiment (or forget it when it is gone), unless a newer read won."""
+        read = self._next_read()
         rows = await db.registry_rows(self._pool, exp_id)
+        if self._newer_installed(exp_id, read):
+            return  # a read that started later has installed a fresher state already
+        self._installed[exp_id] = read
         entry: Entry | None = None
         if rows:
             try:
