@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 
@@ -42,7 +43,26 @@ def serve_one(settings: Settings) -> None:
         gc.collect()
         gc.freeze()
 
+    async def _stop_once(_: web.Application) -> None:
+        # With --workers, a SIGTERM to the process group reaches a worker twice (directly and
+        # forwarded by the parent); a second GracefulExit in the middle of the drain would
+        # abort it. Replace aiohttp's handlers with ones that fire only once.
+        from aiohttp.web_runner import GracefulExit
+
+        loop = asyncio.get_running_loop()
+        fired = False
+
+        def stop() -> None:
+            nonlocal fired
+            if not fired:
+                fired = True
+                raise GracefulExit()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+
     app.on_startup.append(_freeze)
+    app.on_startup.append(_stop_once)
     gc.set_threshold(50_000, 50, 100)
     kwargs: dict[str, object] = {"access_log": None, "print": None, "shutdown_timeout": 30}
     web.run_app(
