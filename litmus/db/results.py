@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,13 +31,43 @@ class Aggregates:
     timeline: list[tuple[datetime, int, int]]
 
 
-async def fold_new_events(conn: asyncpg.Connection) -> tuple[int, int]:
+@dataclass(slots=True)
+class FoldStats:
+    """What one fold did: the watermark range, units whose arm was set, seconds per step."""
+
+    lo: int = 0
+    hi: int = 0
+    moved: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+async def fold_new_events(conn: asyncpg.Connection) -> FoldStats:
     """Fold every event committed since the watermark into the per-unit tables.
 
-    Returns the (old, new) watermark. Runs in one transaction, so a crash folds nothing twice."""
+    Runs in one transaction, so a crash folds nothing twice."""
+    stats = FoldStats()
+    t0 = time.perf_counter()
+
+    async def step(name: str, *args: Any) -> str:
+        t = time.perf_counter()
+        # A catch-up over millions of events may take minutes: no command timeout here.
+        status: str = await conn.execute(q(name), *args, timeout=FOLD_TIMEOUT_S)
+        stats.seconds[name] = time.perf_counter() - t
+        return status
+
+    await summarize_new_ranges(conn)
+    stats.seconds["summarize"] = time.perf_counter() - t0
     # One snapshot for every statement: a stop committed mid-fold cannot cut some of them.
     async with conn.transaction(isolation="repeatable_read"):
         lo = await conn.fetchval(q("watermark_lock"))
+        if lo is None:
+            # The derived tables are UNLOGGED (0007): after a crash PostgreSQL empties all of
+            # them, this row included. Start again from an empty state and fold everything.
+            log.warning("recompute watermark missing (PostgreSQL restarted after a crash, or a "
+                        "new replica): refolding all events")
+            await conn.execute(q("fold_reset"))
+            await conn.execute(q("watermark_init"))
+            lo = await conn.fetchval(q("watermark_lock"))
         hi = await conn.fetchval(q("snapshot_xmin"))
         if hi < lo:
             # Transaction ids went backwards: this database was restored into another cluster.
@@ -45,29 +76,43 @@ async def fold_new_events(conn: asyncpg.Connection) -> tuple[int, int]:
                         lo, hi)
             await conn.execute(q("fold_reset"))
             lo = 0
+        stats.lo, stats.hi = int(lo), int(max(hi, lo))
         if hi > lo:
             await conn.execute(q("fold_moves_table"))
             # Hash aggregates over a catch-up's millions of units stay in memory.
             await conn.execute("SET LOCAL work_mem = '256MB'")
             # Order matters: first exposures decide arms, then earlier totals move with their
             # units, and only then are the new metric totals added to the units' arms.
-            # A catch-up over millions of events may take minutes: no command timeout here.
-            t = FOLD_TIMEOUT_S
-            status = await conn.execute(q("fold_exposures"), lo, hi, timeout=t)
-            moved = int(status.rsplit(" ", 1)[-1])
+            status = await step("fold_exposures", lo, hi)
+            stats.moved = int(status.rsplit(" ", 1)[-1])
             # Row counts for the planner: few moves -> index lookups, many -> hash joins.
-            await conn.execute("ANALYZE fold_moves", timeout=t)
-            await conn.execute(q("fold_exposure_events"), lo, hi, timeout=t)
-            await conn.execute(q("fold_exposure_units"), timeout=t)
-            await conn.execute(q("fold_timeline"), timeout=t)
-            await conn.execute(q("fold_move_metrics"), timeout=t)
-            await conn.execute(q("fold_metrics"), lo, hi, timeout=t)
+            await step("fold_moves_analyze")
+            await step("fold_exposure_events", lo, hi)
+            await step("fold_exposure_units")
+            await step("fold_timeline")
+            await step("fold_move_metrics")
+            await step("fold_metrics", lo, hi)
             await conn.execute(q("watermark_set"), hi)
-            if moved >= ANALYZE_AFTER_UNITS:
+            if stats.moved >= ANALYZE_AFTER_UNITS:
                 # A big fold (a catch-up) changes the per-unit tables faster than autovacuum
                 # re-samples them; fresh statistics keep the next folds on key lookups.
-                await conn.execute("ANALYZE unit_exposures, unit_metrics", timeout=t)
-    return int(lo), int(max(hi, lo))
+                await step("fold_analyze_units")
+    stats.seconds["total"] = time.perf_counter() - t0
+    return stats
+
+
+async def summarize_new_ranges(conn: asyncpg.Connection) -> int:
+    """Summarize the BRIN ranges of events stored since the last call (see the query).
+
+    It waits for no one: a VACUUM of the same partition holds the lock it needs, and the
+    next fold simply tries again (the ranges are then still read, which is only slower)."""
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL lock_timeout = '200ms'")
+            return int(await conn.fetchval(q("summarize_new_ranges")))
+    except asyncpg.LockNotAvailableError:
+        log.debug("BRIN summarization skipped: a partition is being vacuumed")
+        return 0
 
 
 async def recompute_targets(conn: asyncpg.Connection, stopped_within: timedelta) -> list[str]:

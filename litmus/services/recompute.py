@@ -31,6 +31,7 @@ LEADER_LOCK = 0x4C49_5452
 STOPPED_WINDOW = timedelta(days=1)
 TIMELINE_POINTS = 60
 BANDIT_ACTOR = "litmus-bandit"
+SLOW_FOLD_S = 1.0  # a fold taking longer is logged with its steps
 
 
 def _iso(dt: datetime) -> str:
@@ -78,6 +79,7 @@ class Recompute:
         self.last_tick_s = 0.0
         self.last_tick_at: datetime | None = None
         self.ticks = 0
+        self.last_fold: db.FoldStats | None = None
 
     async def _ensure_leader(self) -> bool:
         """Hold the leader lock, or try for it on a connection kept open between tries."""
@@ -112,7 +114,11 @@ class Recompute:
         # One pass at a time in this process (the loop and a direct call never overlap; other
         # processes are kept out by the leader lock).
         async with self._tick_lock, self._pool.acquire() as conn:
-            await db.fold_new_events(conn)
+            self.last_fold = fold = await db.fold_new_events(conn)
+            if fold.seconds.get("total", 0.0) >= SLOW_FOLD_S:
+                log.info("fold of transactions %d..%d took %.2f s (%d units got their arm): %s",
+                         fold.lo, fold.hi, fold.seconds["total"], fold.moved,
+                         " ".join(f"{k}={v:.3f}" for k, v in fold.seconds.items()))
             now = now or datetime.now(UTC)
             targets = await db.recompute_targets(conn, STOPPED_WINDOW)
             done = []

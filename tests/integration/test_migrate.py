@@ -36,3 +36,29 @@ async def test_two_concurrent_migrators_apply_each_once(empty_db: str) -> None:
     finally:
         await c1.close()
         await c2.close()
+
+
+def test_embedded_settings_follow_the_memory() -> None:
+    from litmus.db.pool import embedded_settings
+
+    gib = 1 << 30
+    assert embedded_settings(512 << 20)["shared_buffers"] == "128MB"  # never below the default
+    assert embedded_settings(4 * gib)["shared_buffers"] == "512MB"  # an eighth of the memory
+    assert embedded_settings(24 * gib)["shared_buffers"] == "1024MB"  # at most 1 GB
+
+
+async def test_the_embedded_server_runs_with_them(pg_server_url: str) -> None:
+    import os
+
+    from litmus.db.pool import embedded_settings
+
+    if os.environ.get("LITMUS_TEST_DATABASE_URL"):
+        pytest.skip("the suite runs against LITMUS_TEST_DATABASE_URL, not the embedded server")
+    conn = await asyncpg.connect(pg_server_url)
+    try:
+        for name, value in embedded_settings().items():
+            same = await conn.fetchval(
+                "SELECT pg_size_bytes(current_setting($1)) = pg_size_bytes($2)", name, value)
+            assert same, (name, await conn.fetchval("SELECT current_setting($1)", name), value)
+    finally:
+        await conn.close()
