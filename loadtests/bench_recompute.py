@@ -4,7 +4,8 @@ Every time is printed as a ratio against a plain `GROUP BY variant` scan over th
 tables, measured in the same run on the same data:
 - catch-up: the first fold of all 10 M events into the per-unit and per-arm tables plus one
   snapshot (what a freshly deployed leader pays once);
-- steady state: a recompute after 100 k new events (fold + snapshot) — the cost that repeats;
+- steady state: a recompute after 100 k new events (fold + snapshot) — the cost that repeats
+  (new units, repeat and late earlier exposures, metric events on random existing units);
   five rounds, each after another 100 k events, and their median (one round is noisy);
 - idle: a recompute with nothing new.
 For reference it also times the naive unit-level query (per-unit totals by GROUP BY unit, then
@@ -73,6 +74,28 @@ async def insert_events(conn: asyncpg.Connection, exp_id: uuid.UUID, exposures: 
         exp_id, start, start + metrics - 1, units)
 
 
+async def insert_round(conn: asyncpg.Connection, exp_id: uuid.UUID, exposures: int,
+                       metrics: int, start: int, units: int) -> None:
+    """One steady round, spread over the whole unit space as live traffic would be: half the
+    exposures are new units, half repeat exposures of random existing units, and one in ten of
+    those is dated before any stored exposure (a late, earlier exposure: the unit may change
+    arm and its metric totals move with it); the metric events hit random existing units."""
+    await conn.execute(
+        """INSERT INTO exposures (experiment_id, unit_id, variant, ts, event_id)
+           SELECT $1, CASE WHEN g % 2 = 0 THEN 'n' || g ELSE 'u' || (g * 2654435761 % $4) END,
+                  (g % 3)::smallint,
+                  CASE WHEN g % 20 = 1 THEN now() - interval '2 hours' ELSE now() END, 'e' || g
+           FROM generate_series($2::bigint, $3::bigint) g""",
+        exp_id, start, start + exposures - 1, units)
+    await conn.execute(
+        """INSERT INTO metric_events (experiment_id, unit_id, metric, value, ts, event_id)
+           SELECT $1, 'u' || (g * 40503 % $4),
+                  CASE WHEN g % 4 = 0 THEN 'revenue' ELSE 'conversion' END,
+                  CASE WHEN g % 4 = 0 THEN (g % 97) / 7.0 ELSE 1 END, now(), 'm' || g
+           FROM generate_series($2::bigint, $3::bigint) g""",
+        exp_id, start, start + metrics - 1, units)
+
+
 async def main(total: int) -> None:
     exposures, metrics = total // 5, total - total // 5
     with tempfile.TemporaryDirectory(prefix="litmus-bench-recompute-") as tmp:
@@ -108,7 +131,8 @@ async def main(total: int) -> None:
             catch_up = await timed("catch-up: first fold of all events + snapshot", rec.tick())
             steps = []
             for i in range(STEADY_ROUNDS):
-                await insert_events(conn, uid, 20_000, 80_000, 50_000_000 + i * 1_000_000)
+                await insert_round(conn, uid, 20_000, 80_000, 50_000_000 + i * 1_000_000,
+                                   exposures + exposures // 5)
                 steps.append(await timed(f"steady state {i + 1}/{STEADY_ROUNDS}: recompute after "
                                          "100k new events", rec.tick()))
                 fold = rec.last_fold

@@ -50,21 +50,24 @@ SELECT e.*, b.weights AS bandit_weights
 FROM experiments e LEFT JOIN bandit_state b ON b.experiment_id = e.id
 WHERE e.id = $1;
 
+-- name: xid_brin_partitions
+-- The ingest_xid BRIN index of every event partition, newest partition first.
+SELECT i.inhrelid::regclass::text AS index
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent IN ('exposures_xid_brin'::regclass, 'metric_events_xid_brin'::regclass)
+ORDER BY c.relname DESC;
+
 -- name: summarize_new_ranges
 -- BRIN indexes only learn about new page ranges when something summarizes them (VACUUM, which
 -- an append-only table gets after ~20% growth). Until then every range scan reads all of them:
--- a fold would re-read every event since the last VACUUM. Summarize the new ranges of every
--- partition's ingest_xid index instead, before each fold; this scans only pages not yet
--- summarized.
-SELECT coalesce(sum(brin_summarize_new_values(i.inhrelid)), 0)::bigint
-FROM pg_inherits i
-WHERE i.inhparent IN ('exposures_xid_brin'::regclass, 'metric_events_xid_brin'::regclass);
+-- a fold would re-read every event since the last VACUUM. So each fold first summarizes the
+-- new ranges of each partition's ingest_xid index; this reads only pages not yet summarized.
+SELECT brin_summarize_new_values($1::regclass);
 
 -- name: watermark_lock
 SELECT xid_lo FROM recompute_watermark WHERE id = 1 FOR UPDATE;
 
 -- name: watermark_init
--- The watermark row is gone when PostgreSQL emptied the unlogged derived tables (0007).
 INSERT INTO recompute_watermark (id, xid_lo) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
 
 -- name: snapshot_xmin
@@ -180,8 +183,10 @@ ON CONFLICT (experiment_id, variant, metric) DO UPDATE SET
 -- Per-unit totals from the new metric events, and their deltas on the unit's arm:
 -- Σ total grows by the new sum, Σ total² by new_total² − old_total², units by the units new to
 -- the metric. Existing (unit, metric) rows are updated in place (one key lookup each, and the
--- page has room for the new version: fillfactor 80, a HOT update); the old total is the new
--- one minus the added sum. Only the keys the update did not find are inserted.
+-- page has room for the new version: fillfactor 80, a HOT update); the old total is taken as
+-- the new one minus the added sum (within a rounding step of the stored value, like every
+-- float sum here). Only the keys the update did not find are inserted: `new` has one row per
+-- key, so a key is either updated or inserted, never both.
 WITH new AS (
     SELECT experiment_id, unit_id, metric, sum(value) AS s, count(*) AS c
     FROM metric_events

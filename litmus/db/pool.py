@@ -32,25 +32,42 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 EMBEDDED_CONF = "litmus.conf"
 
 
-def embedded_settings(memory_bytes: int | None = None) -> dict[str, str]:
-    """Server settings for the embedded PostgreSQL, from the machine's memory.
+def memory_bytes() -> int:
+    """The memory this process may use: the machine's, or its container's limit if lower."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 1 << 30
+    for limit_file in ("/sys/fs/cgroup/memory.max",  # cgroup v2
+                       "/sys/fs/cgroup/memory/memory.limit_in_bytes"):  # cgroup v1
+        try:
+            raw = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if raw.isdigit():  # "max" (v2) or a huge number (v1) mean no limit
+            total = min(total, int(raw))
+    return total
+
+
+def embedded_settings(memory: int | None = None) -> dict[str, str]:
+    """Server settings for the embedded PostgreSQL, from the memory available.
 
     The default 128 MB of shared buffers no longer holds the results side's per-unit tables at
     a few million units (about 600 MB at 10 M events), and every fold then reads and evicts
     pages through the kernel: an eighth of the memory, between 128 MB and 1 GB, keeps them in.
-    A larger max_wal_size spaces checkpoints out, so fewer writes pay a full page image."""
-    if memory_bytes is None:
-        try:
-            memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            memory_bytes = 1 << 30
-    mb = max(128, min(1024, memory_bytes // 8 // (1 << 20)))
-    return {"shared_buffers": f"{mb}MB", "max_wal_size": "2GB"}
+    Checkpoints further apart (by time and by WAL volume) mean fewer full-page images: the
+    first change of a page after a checkpoint writes the whole page to the WAL."""
+    memory = memory_bytes() if memory is None else memory
+    mb = max(128, min(1024, memory // 8 // (1 << 20)))
+    return {"shared_buffers": f"{mb}MB", "max_wal_size": "2GB", "checkpoint_timeout": "15min"}
 
 
 def _write_embedded_conf(pgdata: Path) -> None:
-    """Write litmus.conf into the data folder and include it from postgresql.conf (read at
-    start, so it applies from the first start on; rewritten at every start)."""
+    """Write litmus.conf into the data folder and include it from postgresql.conf.
+
+    Written before every start of the server, so it applies from the first start on; a process
+    that finds the server already running rewrites it too, and that takes effect at the
+    server's next start."""
     text = "# Written by Litmus at every start of the embedded server (litmus/db/pool.py).\n"
     text += "".join(f"{k} = '{v}'\n" for k, v in embedded_settings().items())
     conf = pgdata / EMBEDDED_CONF

@@ -61,10 +61,9 @@ async def fold_new_events(conn: asyncpg.Connection) -> FoldStats:
     async with conn.transaction(isolation="repeatable_read"):
         lo = await conn.fetchval(q("watermark_lock"))
         if lo is None:
-            # The derived tables are UNLOGGED (0007): after a crash PostgreSQL empties all of
-            # them, this row included. Start again from an empty state and fold everything.
-            log.warning("recompute watermark missing (PostgreSQL restarted after a crash, or a "
-                        "new replica): refolding all events")
+            # Someone deleted the watermark row (an operator's manual re-fold): whatever the
+            # folded tables hold can no longer be matched to events, so start from empty.
+            log.warning("recompute watermark missing: refolding all events from scratch")
             await conn.execute(q("fold_reset"))
             await conn.execute(q("watermark_init"))
             lo = await conn.fetchval(q("watermark_lock"))
@@ -104,15 +103,26 @@ async def fold_new_events(conn: asyncpg.Connection) -> FoldStats:
 async def summarize_new_ranges(conn: asyncpg.Connection) -> int:
     """Summarize the BRIN ranges of events stored since the last call (see the query).
 
-    It waits for no one: a VACUUM of the same partition holds the lock it needs, and the
-    next fold simply tries again (the ranges are then still read, which is only slower)."""
+    Only an optimisation, so it never fails a fold and waits for no one: each partition in
+    its own short transaction; one being vacuumed (which holds the lock this needs) or any
+    other error skips that partition until the next fold, which then reads more pages."""
+    done = 0
     try:
-        async with conn.transaction():
-            await conn.execute("SET LOCAL lock_timeout = '200ms'")
-            return int(await conn.fetchval(q("summarize_new_ranges")))
-    except asyncpg.LockNotAvailableError:
-        log.debug("BRIN summarization skipped: a partition is being vacuumed")
+        indexes = [r["index"] for r in await conn.fetch(q("xid_brin_partitions"))]
+    except (asyncpg.PostgresError, TimeoutError) as exc:
+        log.warning("BRIN summarization skipped: %s", exc)
         return 0
+    for index in indexes:
+        try:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL lock_timeout = '200ms'")
+                done += int(await conn.fetchval(q("summarize_new_ranges"), index,
+                                                timeout=FOLD_TIMEOUT_S) or 0)
+        except asyncpg.LockNotAvailableError:
+            log.debug("BRIN summarization of %s skipped: the partition is being vacuumed", index)
+        except (asyncpg.PostgresError, TimeoutError) as exc:
+            log.warning("BRIN summarization of %s skipped: %s", index, exc)
+    return done
 
 
 async def recompute_targets(conn: asyncpg.Connection, stopped_within: timedelta) -> list[str]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -47,9 +49,21 @@ def test_embedded_settings_follow_the_memory() -> None:
     assert embedded_settings(24 * gib)["shared_buffers"] == "1024MB"  # at most 1 GB
 
 
-async def test_the_embedded_server_runs_with_them(pg_server_url: str) -> None:
-    import os
+def test_container_memory_limit_counts(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from litmus.db import pool
 
+    real = pool.Path
+    limit = tmp_path / "memory.max"
+    limit.write_text(f"{2 << 30}\n")  # a 2 GiB container on a bigger machine
+    monkeypatch.setattr(pool, "Path", lambda p: limit if p == "/sys/fs/cgroup/memory.max"
+                        else real("/nonexistent"))
+    assert pool.memory_bytes() == 2 << 30
+    assert pool.embedded_settings()["shared_buffers"] == "256MB"
+    limit.write_text("max\n")  # no limit: the machine's memory
+    assert pool.memory_bytes() == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+async def test_the_embedded_server_runs_with_them(pg_server_url: str) -> None:
     from litmus.db.pool import embedded_settings
 
     if os.environ.get("LITMUS_TEST_DATABASE_URL"):
@@ -57,8 +71,13 @@ async def test_the_embedded_server_runs_with_them(pg_server_url: str) -> None:
     conn = await asyncpg.connect(pg_server_url)
     try:
         for name, value in embedded_settings().items():
-            same = await conn.fetchval(
-                "SELECT pg_size_bytes(current_setting($1)) = pg_size_bytes($2)", name, value)
-            assert same, (name, await conn.fetchval("SELECT current_setting($1)", name), value)
+            # Both sides through PostgreSQL's own parser: "1024MB" is "1GB", "15min" is 900 s.
+            got = await conn.fetchval("SELECT current_setting($1)", name)
+            unit = await conn.fetchval("SELECT unit FROM pg_settings WHERE name = $1", name)
+            if unit in ("s", "min", "ms"):
+                same = await conn.fetchval("SELECT $1::text::interval = $2::text::interval", got, value)
+            else:
+                same = await conn.fetchval("SELECT pg_size_bytes($1) = pg_size_bytes($2)", got, value)
+            assert same, (name, got, value)
     finally:
         await conn.close()
