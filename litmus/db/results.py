@@ -19,6 +19,7 @@ log = logging.getLogger("litmus.recompute")
 
 FOLD_TIMEOUT_S = 3600.0
 ANALYZE_AFTER_UNITS = 100_000
+_summarize = True  # off once the database refuses it (the role does not own the tables)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,9 @@ async def summarize_new_ranges(conn: asyncpg.Connection) -> int:
     Only an optimisation, so it never fails a fold and waits for no one: each partition in
     its own short transaction; one being vacuumed (which holds the lock this needs) or any
     other error skips that partition until the next fold, which then reads more pages."""
+    global _summarize
+    if not _summarize:
+        return 0
     done = 0
     try:
         indexes = [r["index"] for r in await conn.fetch(q("xid_brin_partitions"))]
@@ -120,6 +124,11 @@ async def summarize_new_ranges(conn: asyncpg.Connection) -> int:
                                                 timeout=FOLD_TIMEOUT_S) or 0)
         except asyncpg.LockNotAvailableError:
             log.debug("BRIN summarization of %s skipped: the partition is being vacuumed", index)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            _summarize = False  # will not change while this process runs: say it once
+            log.warning("BRIN summarization turned off: %s (the database role must own the "
+                        "event tables; autovacuum still summarizes them, later)", exc)
+            return done
         except (asyncpg.PostgresError, TimeoutError) as exc:
             log.warning("BRIN summarization of %s skipped: %s", index, exc)
     return done

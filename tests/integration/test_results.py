@@ -8,6 +8,7 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import numpy as np
@@ -335,3 +336,27 @@ async def test_events_through_the_api_reach_the_results(app_client: TestClient) 
     assert (row["metric"], row["control"], row["treatment"]) == ("conversion", "model_a", "model_b")
     assert row["abs_lift"] == pytest.approx(conversions["model_b"] / units["model_b"]
                                             - conversions["model_a"] / units["model_a"])
+
+
+async def test_brin_summarization_turns_itself_off_for_a_role_that_does_not_own_the_tables(
+        database_url: str, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    from litmus.db import results as db_results
+
+    monkeypatch.setattr(db_results, "_summarize", True)
+    role = f"litmus_reader_{uuid.uuid4().hex[:8]}"
+    await db.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        await db.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+        parts = urlsplit(database_url)
+        netloc = parts.netloc.split("@", 1)[-1]
+        conn = await asyncpg.connect(urlunsplit((parts.scheme, f"{role}@{netloc}", parts.path,
+                                                 parts.query, parts.fragment)))
+        try:
+            assert await db_results.summarize_new_ranges(conn) == 0
+            assert db_results._summarize is False  # said once, not on every fold
+            assert await db_results.summarize_new_ranges(conn) == 0
+        finally:
+            await conn.close()
+    finally:
+        await db.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
+        await db.execute(f"DROP ROLE {role}")
