@@ -143,16 +143,22 @@ GROUP BY experiment_id, variant
 ON CONFLICT (experiment_id, variant) DO UPDATE SET units = a.units + EXCLUDED.units;
 
 -- name: fold_timeline
-INSERT INTO exposure_timeline AS t (experiment_id, slot, variant, units)
-SELECT experiment_id, slot, variant, sum(d) FROM (
-    SELECT experiment_id, date_bin('10 seconds', new_ts, timestamptz '2000-01-01') AS slot,
-           new_variant AS variant, 1 AS d
-    FROM fold_moves
+-- New units per slot and variant, by first exposure: +1 in the slot of the new first exposure,
+-- -1 in the old one's when a unit moved. Kept twice: 10-second slots for young experiments
+-- and hourly slots, read once the timeline's points are an hour or more apart (0008).
+WITH deltas AS (
+    SELECT experiment_id, new_ts AS ts, new_variant AS variant, 1 AS d FROM fold_moves
     UNION ALL
-    SELECT experiment_id, date_bin('10 seconds', old_ts, timestamptz '2000-01-01'), old_variant, -1
-    FROM fold_moves WHERE old_variant IS NOT NULL
-) deltas
-GROUP BY experiment_id, slot, variant
+    SELECT experiment_id, old_ts, old_variant, -1 FROM fold_moves WHERE old_variant IS NOT NULL
+), fine AS (
+    INSERT INTO exposure_timeline AS t (experiment_id, slot, variant, units)
+    SELECT experiment_id, date_bin('10 seconds', ts, timestamptz '2000-01-01'), variant, sum(d)
+    FROM deltas GROUP BY 1, 2, 3
+    ON CONFLICT (experiment_id, slot, variant) DO UPDATE SET units = t.units + EXCLUDED.units
+)
+INSERT INTO exposure_timeline_hourly AS t (experiment_id, slot, variant, units)
+SELECT experiment_id, date_bin('1 hour', ts, timestamptz '2000-01-01'), variant, sum(d)
+FROM deltas GROUP BY 1, 2, 3
 ON CONFLICT (experiment_id, slot, variant) DO UPDATE SET units = t.units + EXCLUDED.units;
 
 -- name: fold_move_metrics
@@ -221,7 +227,8 @@ ON CONFLICT (experiment_id, variant, metric) DO UPDATE SET
     sum = a.sum + EXCLUDED.sum, sum_sq = a.sum_sq + EXCLUDED.sum_sq;
 
 -- name: fold_reset
-TRUNCATE unit_exposures, unit_metrics, arm_exposures, arm_metrics, exposure_timeline;
+TRUNCATE unit_exposures, unit_metrics, arm_exposures, arm_metrics, exposure_timeline,
+         exposure_timeline_hourly;
 
 -- name: watermark_set
 UPDATE recompute_watermark SET xid_lo = $1, folded_at = now() WHERE id = 1;
@@ -234,8 +241,14 @@ SELECT variant, metric, events AS count, units, sum, sum_sq
 FROM arm_metrics WHERE experiment_id = $1;
 
 -- name: agg_timeline
+-- $4: read the hourly slots (the bucket is a whole number of hours) instead of the 10-second
+-- ones; the other branch is skipped at execution.
 SELECT date_bin($2::interval, slot, $3::timestamptz) AS t, variant, sum(units)::bigint AS units
-FROM exposure_timeline WHERE experiment_id = $1
+FROM (
+    SELECT slot, variant, units FROM exposure_timeline WHERE experiment_id = $1 AND NOT $4
+    UNION ALL
+    SELECT slot, variant, units FROM exposure_timeline_hourly WHERE experiment_id = $1 AND $4
+) slots
 GROUP BY 1, 2 HAVING sum(units) <> 0 ORDER BY 1;
 
 -- name: recompute_targets

@@ -19,6 +19,7 @@ log = logging.getLogger("litmus.recompute")
 
 FOLD_TIMEOUT_S = 3600.0
 ANALYZE_AFTER_UNITS = 100_000
+HOUR = timedelta(hours=1)  # exposure_timeline_hourly's slot width
 _summarize = True  # off once the database refuses it (the role does not own the tables)
 
 
@@ -162,7 +163,8 @@ async def aggregates(conn: asyncpg.Connection, exp_id: str, bucket: timedelta,
         )
     timeline = [
         (r["t"], r["variant"], int(r["units"]))
-        for r in await conn.fetch(q("agg_timeline"), uid, bucket, origin)
+        for r in await conn.fetch(q("agg_timeline"), uid, bucket, origin,
+                                  bucket % HOUR == timedelta(0))
     ]
     return Aggregates(exposures, metrics, unattributed, timeline)
 

@@ -39,6 +39,7 @@ def _iso(dt: datetime) -> str:
 
 
 SLOT_S = 10  # exposure_timeline's slot width
+HOUR_S = 3600  # exposure_timeline_hourly's
 SLOT_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -46,9 +47,12 @@ def timeline_bucket(start: datetime, now: datetime) -> timedelta:
     """A whole number of 10-second slots giving at most TIMELINE_POINTS points since `start`.
 
     Buckets are multiples of the stored slots on the same grid, so each holds whole slots: no
-    empty buckets and no sawtooth."""
+    empty buckets and no sawtooth. From an hour up they are whole hours, read from the hourly
+    slots, so an old experiment's timeline costs a few thousand rows, not every 10 s of its
+    life."""
     span = max((now - start).total_seconds(), 1.0)
-    return timedelta(seconds=SLOT_S * max(1, math.ceil(span / (SLOT_S * TIMELINE_POINTS))))
+    slot = SLOT_S if span <= SLOT_S * TIMELINE_POINTS * (HOUR_S // SLOT_S - 1) else HOUR_S
+    return timedelta(seconds=slot * max(1, math.ceil(span / (slot * TIMELINE_POINTS))))
 
 
 def _filled(points: dict[datetime, dict[str, Any]], bucket: timedelta,

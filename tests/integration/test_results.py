@@ -306,6 +306,50 @@ def test_timeline_bucket() -> None:
     assert timeline_bucket(t0, t0 + timedelta(minutes=5)) == timedelta(seconds=10)
     assert timeline_bucket(t0, t0 + timedelta(seconds=601)) == timedelta(seconds=20)
     assert timeline_bucket(t0, t0) == timedelta(seconds=10)
+    # Up to 60 hours: multiples of the 10-second slots; beyond, whole hours (hourly slots).
+    assert timeline_bucket(t0, t0 + timedelta(hours=59)) == timedelta(seconds=3540)
+    assert timeline_bucket(t0, t0 + timedelta(hours=61)) == timedelta(hours=2)
+    assert timeline_bucket(t0, t0 + timedelta(days=30)) == timedelta(hours=12)
+
+
+async def test_an_old_experiments_timeline_comes_from_hourly_slots(
+        app_client: TestClient, db: asyncpg.Connection) -> None:
+    """A month-old experiment: 60 points of 12 hours, read from the hourly slots, equal to
+    the first exposures binned directly; a late earlier exposure moves its unit's point."""
+    exp = await make_running(app_client)
+    now = datetime.now(UTC).replace(microsecond=0)
+    launched = now - timedelta(days=30)
+    await db.execute("UPDATE experiments SET launched_at = $2 WHERE id = $1",
+                     uuid.UUID(exp["id"]), launched)
+    rng = np.random.default_rng(5)
+    exps = [(f"u{i}", int(rng.integers(0, 3)),
+             launched + timedelta(seconds=float(rng.integers(0, 30 * 86400)))) for i in range(600)]
+    rec = app_client.app[RECOMPUTE]
+    await insert(db, exp["id"], exps, [])
+    await rec.tick(now)
+    moved = ("u7", (exps[7][1] + 1) % 3, launched + timedelta(minutes=1))  # earlier: moves u7
+    await insert(db, exp["id"], [moved], [])
+    exps[7] = moved
+    await rec.tick(now)
+    # Only the hourly slots can answer now: a read of the 10-second ones would find nothing.
+    await db.execute("DELETE FROM exposure_timeline WHERE experiment_id = $1", uuid.UUID(exp["id"]))
+    await rec.tick(now)
+    snap = await results(app_client, exp["id"])
+    timeline = snap["exposures"]["timeline"]
+    origin = datetime(2000, 1, 1, tzinfo=UTC)
+    bucket = timedelta(hours=12)
+    expected: dict[str, dict[str, int]] = {}
+    for _, v, ts in exps:
+        t = origin + (ts - origin) // bucket * bucket
+        point = expected.setdefault(t.isoformat().replace("+00:00", "Z"),
+                                    {"model_a": 0, "model_b": 0, "model_c": 0})
+        point[["model_a", "model_b", "model_c"][v]] += 1
+    got = {p["t"]: {k: p[k] for k in ("model_a", "model_b", "model_c")} for p in timeline}
+    assert {t: p for t, p in got.items() if any(p.values())} == expected
+    assert len(timeline) <= 61
+    hourly = await db.fetchval("SELECT count(*) FROM exposure_timeline_hourly WHERE experiment_id = $1",
+                               uuid.UUID(exp["id"]))
+    assert 0 < hourly <= 3 * 30 * 24 + 3
 
 
 async def test_events_through_the_api_reach_the_results(app_client: TestClient) -> None:
