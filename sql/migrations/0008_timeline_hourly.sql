@@ -4,13 +4,8 @@
 -- finding 12). The fold now keeps hourly slots as well; a timeline whose points are an hour
 -- or more apart (experiments older than 60 hours) is read from them: at most 24 x 365 slots
 -- per variant a year.
-CREATE TABLE exposure_timeline_hourly (
-    experiment_id uuid        NOT NULL,
-    slot          timestamptz NOT NULL,
-    variant       smallint    NOT NULL,
-    units         bigint      NOT NULL DEFAULT 0,
-    PRIMARY KEY (experiment_id, slot, variant)
-);
+-- Same columns, defaults and primary key (experiment_id, slot, variant) as exposure_timeline.
+CREATE TABLE exposure_timeline_hourly (LIKE exposure_timeline INCLUDING ALL);
 
 INSERT INTO exposure_timeline_hourly (experiment_id, slot, variant, units)
 SELECT experiment_id, date_bin('1 hour', slot, timestamptz '2000-01-01'), variant, sum(units)
