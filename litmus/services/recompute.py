@@ -51,8 +51,12 @@ def timeline_bucket(start: datetime, now: datetime) -> timedelta:
     slots, so an old experiment's timeline costs a few thousand rows, not every 10 s of its
     life."""
     span = max((now - start).total_seconds(), 1.0)
-    slot = SLOT_S if span <= SLOT_S * TIMELINE_POINTS * (HOUR_S // SLOT_S - 1) else HOUR_S
-    return timedelta(seconds=slot * max(1, math.ceil(span / (slot * TIMELINE_POINTS))))
+
+    def whole(slot: int) -> int:
+        return slot * max(1, math.ceil(span / (slot * TIMELINE_POINTS)))
+
+    fine = whole(SLOT_S)
+    return timedelta(seconds=fine if fine < HOUR_S else whole(HOUR_S))
 
 
 def _filled(points: dict[datetime, dict[str, Any]], bucket: timedelta,
