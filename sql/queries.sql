@@ -162,24 +162,25 @@ FROM deltas GROUP BY 1, 2, 3
 ON CONFLICT (experiment_id, slot, variant) DO UPDATE SET units = t.units + EXCLUDED.units;
 
 -- name: fold_move_metrics
--- Units that changed arm take their metric totals (folded earlier) with them; a unit seen for
--- the first time moves its totals out of "unattributed" (variant -1). One key lookup per moved
--- unit, also when the planner would rather scan: at 10 M events a hash join read all 2.4 M
--- rows of unit_metrics to find the 20 k moved units (1 s against 0.05 s); in a catch-up, where
--- nearly every unit moves, unit_metrics is still empty. Each of the unit's metric rows yields
--- a +1 on the new arm and a -1 on the old.
-INSERT INTO arm_metrics AS a (experiment_id, variant, metric, units, events, sum, sum_sq)
-SELECT m.experiment_id, CASE WHEN d.sign = 1 THEN mv.new_variant ELSE coalesce(mv.old_variant, -1) END,
-       m.metric, sum(d.sign), sum(d.sign * m.events), sum(d.sign * m.total),
-       sum(d.sign * m.total * m.total)
-FROM fold_moves mv
-CROSS JOIN LATERAL (
-    SELECT u.experiment_id, u.metric, u.events, u.total FROM unit_metrics u
+-- Units that changed arm take their metric totals (folded earlier) with them, and their metric
+-- rows take the new arm; a unit seen for the first time moves its totals out of
+-- "unattributed" (variant -1). Each of the unit's metric rows yields a +1 on the new arm and
+-- a -1 on the old. A small fold runs this with hash and merge joins off (litmus/db/results.py):
+-- one key lookup per moved unit, where the planner would rather read all of unit_metrics (at
+-- 10 M events a hash join read all 2.4 M rows to find 20 k moved units: 1 s against 0.05 s).
+WITH moved AS (
+    UPDATE unit_metrics u SET variant = mv.new_variant
+    FROM fold_moves mv
     WHERE u.experiment_id = mv.experiment_id AND u.unit_id = mv.unit_id
-    OFFSET 0  -- keeps the subquery apart: one key lookup per moved unit, never a scan
-) m
+      AND mv.old_variant IS DISTINCT FROM mv.new_variant
+    RETURNING u.experiment_id, u.metric, u.events, u.total, mv.new_variant,
+              coalesce(mv.old_variant, -1) AS old_variant
+)
+INSERT INTO arm_metrics AS a (experiment_id, variant, metric, units, events, sum, sum_sq)
+SELECT experiment_id, CASE WHEN d.sign = 1 THEN new_variant ELSE old_variant END, metric,
+       sum(d.sign), sum(d.sign * events), sum(d.sign * total), sum(d.sign * total * total)
+FROM moved
 CROSS JOIN (VALUES (1), (-1)) AS d (sign)
-WHERE mv.old_variant IS DISTINCT FROM mv.new_variant
 GROUP BY 1, 2, 3
 ON CONFLICT (experiment_id, variant, metric) DO UPDATE SET
     units = a.units + EXCLUDED.units, events = a.events + EXCLUDED.events,
@@ -204,23 +205,27 @@ WITH new AS (
     UPDATE unit_metrics m SET total = m.total + n.s, events = m.events + n.c
     FROM new n
     WHERE m.experiment_id = n.experiment_id AND m.unit_id = n.unit_id AND m.metric = n.metric
-    RETURNING m.experiment_id, m.unit_id, m.metric, m.total - n.s AS old_total, n.s, n.c
+    RETURNING m.experiment_id, m.unit_id, m.variant, m.metric, m.total - n.s AS old_total, n.s, n.c
 ), ins AS (
-    INSERT INTO unit_metrics (experiment_id, unit_id, metric, total, events)
-    SELECT n.experiment_id, n.unit_id, n.metric, n.s, n.c FROM new n
+    -- A new key's arm: its unit's first exposure, folded by the statements before this one.
+    INSERT INTO unit_metrics (experiment_id, unit_id, metric, total, events, variant)
+    SELECT n.experiment_id, n.unit_id, n.metric, n.s, n.c,
+           coalesce((SELECT e.variant FROM unit_exposures e
+                     WHERE e.experiment_id = n.experiment_id AND e.unit_id = n.unit_id), -1)
+    FROM new n
     WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.experiment_id = n.experiment_id
                       AND u.unit_id = n.unit_id AND u.metric = n.metric)
-    RETURNING experiment_id, unit_id, metric, NULL::float8 AS old_total, total AS s, events AS c
+    RETURNING experiment_id, unit_id, variant, metric, NULL::float8 AS old_total, total AS s,
+              events AS c
 ), deltas AS (
     SELECT * FROM upd UNION ALL SELECT * FROM ins
 )
 INSERT INTO arm_metrics AS a (experiment_id, variant, metric, units, events, sum, sum_sq)
-SELECT d.experiment_id, coalesce(e.variant, -1), d.metric,
+SELECT experiment_id, variant, metric,
        count(*) FILTER (WHERE old_total IS NULL), sum(c), sum(s),
        sum((coalesce(old_total, 0) + s) * (coalesce(old_total, 0) + s)
            - coalesce(old_total, 0) * coalesce(old_total, 0))
-FROM deltas d
-LEFT JOIN unit_exposures e ON e.experiment_id = d.experiment_id AND e.unit_id = d.unit_id
+FROM deltas
 GROUP BY 1, 2, 3
 ON CONFLICT (experiment_id, variant, metric) DO UPDATE SET
     units = a.units + EXCLUDED.units, events = a.events + EXCLUDED.events,

@@ -91,7 +91,14 @@ async def fold_new_events(conn: asyncpg.Connection) -> FoldStats:
             await step("fold_exposure_events", lo, hi)
             await step("fold_exposure_units")
             await step("fold_timeline")
+            if stats.moved < ANALYZE_AFTER_UNITS:
+                # A small fold: one key lookup per moved unit (see the query); a catch-up,
+                # where nearly every unit moves, keeps the planner's hash joins.
+                await conn.execute("SET LOCAL enable_hashjoin = off")
+                await conn.execute("SET LOCAL enable_mergejoin = off")
             await step("fold_move_metrics")
+            await conn.execute("SET LOCAL enable_hashjoin TO DEFAULT")
+            await conn.execute("SET LOCAL enable_mergejoin TO DEFAULT")
             await step("fold_metrics", lo, hi)
             await conn.execute(q("watermark_set"), hi)
             if stats.moved >= ANALYZE_AFTER_UNITS:
