@@ -65,7 +65,26 @@ ORDER BY c.relname DESC;
 SELECT brin_summarize_new_values($1::regclass);
 
 -- name: watermark_lock
-SELECT xid_lo FROM recompute_watermark WHERE id = 1 FOR UPDATE;
+SELECT xid_lo, fold_version FROM recompute_watermark WHERE id = 1 FOR UPDATE;
+
+-- name: fold_version_set
+-- Read by the trigger of 0009 when this transaction moves the watermark.
+SELECT set_config('litmus.fold_version', $1::text, true);
+
+-- name: repair_metric_arms
+-- After a fold by an older version (see 0009): give every unit_metrics row its unit's arm.
+UPDATE unit_metrics m SET variant = e.variant
+FROM unit_exposures e
+WHERE e.experiment_id = m.experiment_id AND e.unit_id = m.unit_id AND m.variant <> e.variant;
+
+-- name: repair_hourly_timeline_clear
+DELETE FROM exposure_timeline_hourly;
+
+-- name: repair_hourly_timeline
+-- After a fold by an older version (see 0009): hourly slots again from the 10-second ones.
+INSERT INTO exposure_timeline_hourly (experiment_id, slot, variant, units)
+SELECT experiment_id, date_bin('1 hour', slot, timestamptz '2000-01-01'), variant, sum(units)
+FROM exposure_timeline GROUP BY 1, 2, 3;
 
 -- name: watermark_init
 INSERT INTO recompute_watermark (id, xid_lo) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;

@@ -20,6 +20,7 @@ log = logging.getLogger("litmus.recompute")
 FOLD_TIMEOUT_S = 3600.0
 ANALYZE_AFTER_UNITS = 100_000
 HOUR = timedelta(hours=1)  # exposure_timeline_hourly's slot width
+FOLD_VERSION = 1  # what this code's fold keeps up; see sql/migrations/0009_unit_metrics_arm.sql
 _summarize = True  # off once the database refuses it (the role does not own the tables)
 
 
@@ -61,14 +62,27 @@ async def fold_new_events(conn: asyncpg.Connection) -> FoldStats:
     stats.seconds["summarize"] = time.perf_counter() - t0
     # One snapshot for every statement: a stop committed mid-fold cannot cut some of them.
     async with conn.transaction(isolation="repeatable_read"):
-        lo = await conn.fetchval(q("watermark_lock"))
-        if lo is None:
+        await conn.execute(q("fold_version_set"), str(FOLD_VERSION))  # see 0009
+        row = await conn.fetchrow(q("watermark_lock"))
+        if row is None:
             # Someone deleted the watermark row (an operator's manual re-fold): whatever the
             # folded tables hold can no longer be matched to events, so start from empty.
             log.warning("recompute watermark missing: refolding all events from scratch")
             await conn.execute(q("fold_reset"))
             await conn.execute(q("watermark_init"))
-            lo = await conn.fetchval(q("watermark_lock"))
+            row = await conn.fetchrow(q("watermark_lock"))
+            assert row is not None
+        lo = row["xid_lo"]
+        if lo > 0 and row["fold_version"] < FOLD_VERSION:
+            # The last fold was made by an older Litmus (a leader of the previous version
+            # during a rolling upgrade): redo what it did not keep up (0009).
+            log.warning("the last recompute fold was made by an older Litmus (fold version %s): "
+                        "repairing the arms of unit_metrics and the hourly timeline",
+                        row["fold_version"])
+            await step("repair_metric_arms")
+            await step("repair_hourly_timeline_clear")
+            await step("repair_hourly_timeline")
+            await conn.execute(q("watermark_set"), lo)  # records this version
         hi = await conn.fetchval(q("snapshot_xmin"))
         if hi < lo:
             # Transaction ids went backwards: this database was restored into another cluster.

@@ -8,3 +8,25 @@ ALTER TABLE unit_metrics ADD COLUMN variant smallint NOT NULL DEFAULT -1;
 UPDATE unit_metrics m SET variant = e.variant
 FROM unit_exposures e
 WHERE e.experiment_id = m.experiment_id AND e.unit_id = m.unit_id;
+
+-- Which version of the fold last moved the watermark. During a rolling upgrade a process of
+-- the previous version may still be the leader after this migration: its folds insert
+-- unit_metrics rows with the default arm and do not move arms, and they write no hourly
+-- timeline slots (0008). Every fold from this version on runs with the setting
+-- litmus.fold_version, which this trigger copies into the row; a fold that finds a lower
+-- version than its own first repairs what an older fold could have left behind
+-- (litmus/db/results.py).
+ALTER TABLE recompute_watermark ADD COLUMN fold_version int NOT NULL DEFAULT 0;
+
+CREATE FUNCTION litmus_fold_version() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.fold_version := coalesce(nullif(current_setting('litmus.fold_version', true), ''), '0')::int;
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER recompute_watermark_fold_version BEFORE INSERT OR UPDATE ON recompute_watermark
+    FOR EACH ROW EXECUTE FUNCTION litmus_fold_version();
+
+-- The backfill above is what a repair would do: mark the folded state as this version's.
+SELECT set_config('litmus.fold_version', '1', true);
+UPDATE recompute_watermark SET xid_lo = xid_lo;

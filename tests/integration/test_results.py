@@ -404,3 +404,45 @@ async def test_brin_summarization_turns_itself_off_for_a_role_that_does_not_own_
     finally:
         await db.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
         await db.execute(f"DROP ROLE {role}")
+
+
+async def test_a_fold_by_an_older_version_is_repaired(app_client: TestClient,
+                                                      db: asyncpg.Connection) -> None:
+    """During a rolling upgrade a leader of the previous version may fold after 0009: its
+    unit_metrics rows keep the default arm (-1) and it writes no hourly slots. The next fold
+    of this version sees the older fold version on the watermark and repairs both, so later
+    metric events land on the right arm."""
+    exp = await make_running(app_client)
+    uid = uuid.UUID(exp["id"])
+    now = datetime.now(UTC)
+    rec = app_client.app[RECOMPUTE]
+    await insert(db, exp["id"], [(f"u{i}", i % 3, now - timedelta(hours=1)) for i in range(30)],
+                 [(f"u{i}", "revenue", float(i), None, now) for i in range(30)])
+    await rec.tick()
+    assert await db.fetchval("SELECT fold_version FROM recompute_watermark") == 1
+    # What an older leader's fold leaves: default arms, no hourly slots, and its own version
+    # on the watermark (it does not set litmus.fold_version).
+    await db.execute("UPDATE unit_metrics SET variant = -1 WHERE experiment_id = $1", uid)
+    await db.execute("DELETE FROM exposure_timeline_hourly WHERE experiment_id = $1", uid)
+    await db.execute("UPDATE recompute_watermark SET folded_at = now()")
+    assert await db.fetchval("SELECT fold_version FROM recompute_watermark") == 0
+    await insert(db, exp["id"], [], [(f"u{i}", "revenue", 1.0, None, now) for i in range(30)])
+    await rec.tick()
+    assert await db.fetchval("SELECT fold_version FROM recompute_watermark") == 1
+    assert await db.fetchval(
+        "SELECT count(*) FROM unit_metrics m JOIN unit_exposures e USING (experiment_id, unit_id) "
+        "WHERE m.variant <> e.variant") == 0
+    hourly = await db.fetch("SELECT slot, variant, units FROM exposure_timeline_hourly "
+                            "WHERE experiment_id = $1 ORDER BY 1, 2", uid)
+    rolled = await db.fetch(
+        "SELECT date_bin('1 hour', slot, timestamptz '2000-01-01') AS slot, variant, sum(units) "
+        "AS units FROM exposure_timeline WHERE experiment_id = $1 GROUP BY 1, 2 ORDER BY 1, 2", uid)
+    assert [tuple(r) for r in hourly] == [tuple(r) for r in rolled] and hourly
+    snap = await results(app_client, exp["id"])
+    for i, k in enumerate(["model_a", "model_b", "model_c"]):
+        totals = np.array([u + 1.0 for u in range(30) if u % 3 == i])
+        m = snap["metrics"]["revenue"][k]
+        assert m["units"] == len(totals)
+        assert m["sum"] == pytest.approx(totals.sum())
+        assert m["unit_variance"] == pytest.approx(totals.var(ddof=1))
+    assert "revenue" not in snap["unattributed"]
