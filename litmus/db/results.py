@@ -73,16 +73,6 @@ async def fold_new_events(conn: asyncpg.Connection) -> FoldStats:
             row = await conn.fetchrow(q("watermark_lock"))
             assert row is not None
         lo = row["xid_lo"]
-        if lo > 0 and row["fold_version"] < FOLD_VERSION:
-            # The last fold was made by an older Litmus (a leader of the previous version
-            # during a rolling upgrade): redo what it did not keep up (0009).
-            log.warning("the last recompute fold was made by an older Litmus (fold version %s): "
-                        "repairing the arms of unit_metrics and the hourly timeline",
-                        row["fold_version"])
-            await step("repair_metric_arms")
-            await step("repair_hourly_timeline_clear")
-            await step("repair_hourly_timeline")
-            await conn.execute(q("watermark_set"), lo)  # records this version
         hi = await conn.fetchval(q("snapshot_xmin"))
         if hi < lo:
             # Transaction ids went backwards: this database was restored into another cluster.
@@ -92,10 +82,22 @@ async def fold_new_events(conn: asyncpg.Connection) -> FoldStats:
             await conn.execute(q("fold_reset"))
             lo = 0
         stats.lo, stats.hi = int(lo), int(max(hi, lo))
+        # Hash aggregates and joins over a catch-up's (or a repair's) millions of units stay
+        # in memory.
+        await conn.execute("SET LOCAL work_mem = '256MB'")
+        if lo > 0 and row["fold_version"] < FOLD_VERSION:
+            # The last fold was made by an older Litmus (a leader of the previous version
+            # during a rolling upgrade, or the data of one from before 0009): redo what it did
+            # not keep up. lo = 0 means empty (or just emptied) tables: nothing to repair.
+            log.warning("the last recompute fold was made by an older Litmus (fold version %s): "
+                        "repairing the arms of unit_metrics and the hourly timeline",
+                        row["fold_version"])
+            await step("repair_metric_arms")
+            await step("repair_hourly_timeline_clear")
+            await step("repair_hourly_timeline")
+            await conn.execute(q("watermark_set"), lo)  # records this version
         if hi > lo:
             await conn.execute(q("fold_moves_table"))
-            # Hash aggregates over a catch-up's millions of units stay in memory.
-            await conn.execute("SET LOCAL work_mem = '256MB'")
             # Order matters: first exposures decide arms, then earlier totals move with their
             # units, and only then are the new metric totals added to the units' arms.
             status = await step("fold_exposures", lo, hi)

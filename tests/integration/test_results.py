@@ -165,6 +165,10 @@ async def test_incremental_fold_equals_full_recount(app_client: TestClient, db: 
                 assert m["unit_variance"] == pytest.approx(per_unit.var(ddof=1), rel=1e-7)
         unexposed = sum(1 for u, *_ in all_met if u not in first)
         assert snap["unattributed"].get("conversion", {"count": 0})["count"] == unexposed
+        # Each (unit, metric) row carries its unit's arm (0009), -1 while it is not exposed.
+        assert await db.fetchval(
+            "SELECT count(*) FROM unit_metrics m LEFT JOIN unit_exposures e "
+            "USING (experiment_id, unit_id) WHERE m.variant <> coalesce(e.variant, -1)") == 0
 
 
 async def test_a_missing_watermark_refolds_from_scratch(app_client: TestClient,
