@@ -59,6 +59,29 @@ def wait_ready(url: str, timeout_s: float = 60.0) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout_s} s")
 
 
+def wait_post(port: int, path: str) -> None:
+    """Poll until a bare server on `port` answers a POST to `path`."""
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{port}{path}", data=b'{"unit_id":"x"}', method="POST"), timeout=1)
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
+def launch_bench_experiment(base: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Create and launch the experiment "bench" (model_a with `config`, model_b; 50/50)."""
+    model_a: dict[str, Any] = {"key": "model_a", "weight": 0.5}
+    if config is not None:
+        model_a["config"] = config
+    exp: dict[str, Any] = api(base, "POST", "/api/v1/experiments", {
+        "key": "bench", "name": "bench", "description": "benchmark", "owner_team": "perf",
+        "variants": [model_a, {"key": "model_b", "weight": 0.5}]})
+    api(base, "POST", f"/api/v1/experiments/{exp['id']}/launch", {"ramp": 1})
+    return exp
+
+
 def api(base: str, method: str, path: str, body: Any = None) -> Any:
     """Call the Litmus API as admin."""
     data = None if body is None else json.dumps(body).encode()

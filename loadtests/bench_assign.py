@@ -19,7 +19,15 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from litmus.core.assignment import assign, compile_experiment
 from litmus.core.models import Experiment, Variant
-from loadtests._harness import TOKEN, Proc, api, free_port, litmus_server, wrk
+from loadtests._harness import (
+    TOKEN,
+    Proc,
+    free_port,
+    launch_bench_experiment,
+    litmus_server,
+    wait_post,
+    wrk,
+)
 
 SECONDS = 8
 
@@ -44,18 +52,14 @@ def http() -> None:
     port = free_port()
     bare = Proc([sys.executable, str(Path(__file__).with_name("bare_server.py")), str(port)], core=0)
     try:
-        _wait_post(port)
+        wait_post(port, "/assign")
         base_r = wrk(f"http://127.0.0.1:{port}/assign", body, SECONDS)
     finally:
         bare.stop()
     with tempfile.TemporaryDirectory(prefix="litmus-bench-") as tmp:
         proc, base = litmus_server(Path(tmp) / "data")
         try:
-            exp = api(base, "POST", "/api/v1/experiments", {
-                "key": "bench", "name": "bench", "description": "benchmark", "owner_team": "perf",
-                "variants": [{"key": "model_a", "weight": 0.5, "config": {"model": "m"}},
-                             {"key": "model_b", "weight": 0.5}]})
-            api(base, "POST", f"/api/v1/experiments/{exp['id']}/launch", {"ramp": 1})
+            launch_bench_experiment(base, {"model": "m"})
             auth = {"Authorization": f"Bearer {TOKEN}"}
             lit = wrk(base + "/api/v1/assign", body, SECONDS, headers=auth)
             batch_body = orjson.dumps({"experiment": "bench",
@@ -71,19 +75,6 @@ def http() -> None:
     per_s = batch["rps"] * 100
     print(f"http  assign/batch (100 ids) {per_s:9.0f} assignments/s          "
           f"ratio {per_s / lit['rps']:.1f}x single assigns   non-2xx {batch['non_2xx']:.0f}")
-
-
-def _wait_post(port: int) -> None:
-    import time
-    import urllib.request
-
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(urllib.request.Request(
-                f"http://127.0.0.1:{port}/assign", data=b'{"unit_id":"x"}', method="POST"), timeout=1)
-            return
-        except OSError:
-            time.sleep(0.1)
 
 
 if __name__ == "__main__":

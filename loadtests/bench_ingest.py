@@ -30,7 +30,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from litmus.api.event_schemas import TypedEventIn, validate_events
-from loadtests._harness import TOKEN, Proc, api, free_port, litmus_server, need_wrk
+from loadtests._harness import (
+    TOKEN,
+    Proc,
+    free_port,
+    launch_bench_experiment,
+    litmus_server,
+    need_wrk,
+    wait_post,
+)
 
 SIZES = (1, 100, 1000)
 SECONDS = 6
@@ -251,7 +259,7 @@ def http(env: dict[str, str], data_dir: Path) -> str:
     bare = Proc([sys.executable, str(Path(__file__).with_name("bare_server.py")), str(port)], core=0)
     base_r: dict[int, dict[str, float]] = {}
     try:
-        _wait_post(port)
+        wait_post(port, "/events")
         for size in SIZES:
             base_r[size] = wrk_events(f"http://127.0.0.1:{port}/events", size, SECONDS,
                                       CONNECTIONS[size])
@@ -260,10 +268,7 @@ def http(env: dict[str, str], data_dir: Path) -> str:
     proc, base = litmus_server(data_dir, env)
     lit: dict[int, dict[str, float]] = {}
     try:
-        exp = api(base, "POST", "/api/v1/experiments", {
-            "key": "bench", "name": "bench", "description": "benchmark", "owner_team": "perf",
-            "variants": [{"key": "model_a", "weight": 0.5}, {"key": "model_b", "weight": 0.5}]})
-        api(base, "POST", f"/api/v1/experiments/{exp['id']}/launch", {"ramp": 1})
+        launch_bench_experiment(base)
         time.sleep(0.5)
         for size in SIZES:
             pg0 = {p: _cpu(p) for p in _postgres_pids(data_dir)}
@@ -291,28 +296,13 @@ def tune(data_dir: Path) -> None:
         env = {"LITMUS_RECOMPUTE_INTERVAL_S": "3600", "LITMUS_INGEST_FLUSH_AGE_MS": str(age)}
         proc, base = litmus_server(data_dir / f"age{age:g}", env)
         try:
-            exp = api(base, "POST", "/api/v1/experiments", {
-                "key": "bench", "name": "bench", "description": "benchmark", "owner_team": "perf",
-                "variants": [{"key": "model_a", "weight": 0.5}, {"key": "model_b", "weight": 0.5}]})
-            api(base, "POST", f"/api/v1/experiments/{exp['id']}/launch", {"ramp": 1})
+            launch_bench_experiment(base)
             time.sleep(0.5)
             r = wrk_events(base + "/api/v1/events", 100, 4, 4)
         finally:
             proc.stop()
         print(f"tune  flush age {age:4.0f} ms, 4 connections x 100 events: {r['eps']:8.0f} ev/s  "
               f"p50 {r['p50']:5.1f} ms  p99 {r['p99']:5.1f} ms")
-
-
-def _wait_post(port: int) -> None:
-    import urllib.request
-
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(urllib.request.Request(
-                f"http://127.0.0.1:{port}/events", data=b'{"unit_id":"x"}', method="POST"), timeout=1)
-            return
-        except OSError:
-            time.sleep(0.1)
 
 
 def main() -> None:

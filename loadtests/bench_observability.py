@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from loadtests._harness import TOKEN, Proc, api, free_port, wait_ready, wrk
+from loadtests._harness import TOKEN, Proc, api, free_port, launch_bench_experiment, wait_ready, wrk
 
 # Started as `python bench_observability.py --serve-variant without|with`: the server itself.
 SERVE_FLAG = "--serve-variant"
@@ -107,12 +107,7 @@ def http(rounds: int, seconds: int) -> None:
                 try:
                     wait_ready(base + "/readyz", 90)
                     if api(base, "GET", "/api/v1/experiments?limit=1")["experiments"] == []:
-                        exp = api(base, "POST", "/api/v1/experiments", {
-                            "key": "bench", "name": "bench", "description": "benchmark",
-                            "owner_team": "perf",
-                            "variants": [{"key": "model_a", "weight": 0.5, "config": {"m": 1}},
-                                         {"key": "model_b", "weight": 0.5}]})
-                        api(base, "POST", f"/api/v1/experiments/{exp['id']}/launch", {"ramp": 1})
+                        launch_bench_experiment(base, {"m": 1})
                     c0 = _cpu_seconds(proc.p.pid)
                     r = wrk(base + "/api/v1/assign", body, seconds,
                             headers={"Authorization": f"Bearer {TOKEN}"})

@@ -6,6 +6,7 @@ import asyncio
 import os
 import secrets
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,36 @@ def experiment_payload(**over: Any) -> dict[str, Any]:
     }
     body.update(over)
     return body
+
+
+async def wait_registry(client: TestClient, key: str, status: str) -> None:
+    """Wait until the client's app's registry sees the experiment in `status`."""
+    from litmus.keys import REGISTRY
+
+    registry = client.app[REGISTRY]
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        entry = registry.get(key)
+        if entry is not None and entry.experiment.status == status:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"registry never saw {key} as {status}")
+
+
+async def launched(client: TestClient, key: str = "ranker", ramp: float = 1.0,
+                   **over: Any) -> dict[str, Any]:
+    """Create and launch an experiment (variants model_a, model_b, model_c) and wait until
+    the app's registry serves it running; returns the launched experiment."""
+    resp = await client.post("/api/v1/experiments", json=experiment_payload(key=key, **over),
+                             headers=ADMIN)
+    assert resp.status == 201, await resp.text()
+    exp: dict[str, Any] = await resp.json()
+    resp = await client.post(f"/api/v1/experiments/{exp['id']}/launch", json={"ramp": ramp},
+                             headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    await wait_registry(client, key, "running")
+    out: dict[str, Any] = await resp.json()
+    return out
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

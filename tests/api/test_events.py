@@ -16,37 +16,11 @@ from aiohttp.test_utils import TestClient
 
 from litmus.app import create_app
 from litmus.keys import INGEST
-from tests.conftest import ADMIN, CLIENT, experiment_payload, make_settings
+from tests.conftest import ADMIN, CLIENT, experiment_payload, launched, make_settings, wait_registry
 
 EXPOSURE = "/api/v1/events/exposure"
 METRIC = "/api/v1/events/metric"
 TYPED = "/api/v1/events"
-
-
-async def launched(client: TestClient, key: str = "ranker", ramp: float = 1.0) -> dict[str, Any]:
-    """Create and launch an experiment (variants model_a, model_b, model_c)."""
-    resp = await client.post("/api/v1/experiments", json=experiment_payload(key=key), headers=ADMIN)
-    assert resp.status == 201, await resp.text()
-    exp: dict[str, Any] = await resp.json()
-    resp = await client.post(f"/api/v1/experiments/{exp['id']}/launch", json={"ramp": ramp},
-                             headers=ADMIN)
-    assert resp.status == 200, await resp.text()
-    await wait_registry(client, key, "running")
-    return exp
-
-
-async def wait_registry(client: TestClient, key: str, status: str) -> None:
-    """Wait until this process's registry sees the experiment in `status`."""
-    from litmus.keys import REGISTRY
-
-    registry = client.app[REGISTRY]
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        entry = registry.get(key)
-        if entry is not None and entry.experiment.status == status:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"registry never saw {key} as {status}")
 
 
 async def post(client: TestClient, path: str, body: Any, **kw: Any) -> tuple[int, Any]:

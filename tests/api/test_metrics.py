@@ -7,7 +7,6 @@ import asyncio
 import io
 import logging
 from collections import Counter
-from typing import Any
 
 import orjson
 from aiohttp.test_utils import TestClient
@@ -15,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from litmus import metrics
 from litmus.logs import REQUEST_ID, JsonFormatter, Redactor, RequestIdFilter, TextFormatter
-from tests.conftest import ADMIN, ADMIN_SECRET, CLIENT, experiment_payload
+from tests.conftest import ADMIN, ADMIN_SECRET, CLIENT, experiment_payload, launched
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -35,24 +34,6 @@ async def scrape(client: TestClient) -> Samples:
 def value(samples: Samples, name: str, **labels: str) -> float:
     """One sample's value (0 when absent: a counter that never moved)."""
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-async def launched(client: TestClient, key: str = "m1", **over: Any) -> dict[str, Any]:
-    resp = await client.post("/api/v1/experiments", json=experiment_payload(key=key, **over),
-                             headers=ADMIN)
-    assert resp.status == 201
-    exp = await resp.json()
-    resp = await client.post(f"/api/v1/experiments/{exp['id']}/launch", json={"ramp": 1},
-                             headers=ADMIN)
-    assert resp.status == 200
-    # The launch reaches this process's registry through LISTEN/NOTIFY.
-    for _ in range(200):
-        r = await client.post("/api/v1/assign", json={"experiment": key, "unit_id": "probe"},
-                              headers=CLIENT)
-        if r.status == 200 and (await r.json())["reason"] != "draft":
-            return await resp.json()
-        await asyncio.sleep(0.01)
-    raise AssertionError("the launch never reached the registry")
 
 
 async def test_metrics_is_public_prometheus_text(client: TestClient) -> None:

@@ -3,7 +3,6 @@ limits, hostile JSON, verbatim unit ids, CORS closed by default."""
 
 from __future__ import annotations
 
-import asyncio
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from litmus.app import create_app
 from litmus.settings import Settings
 from tests.api.test_openapi import DOC
-from tests.conftest import ADMIN, ADMIN_SECRET, CLIENT, CLIENT_SECRET, experiment_payload
+from tests.conftest import ADMIN, ADMIN_SECRET, CLIENT, CLIENT_SECRET, experiment_payload, launched
 from tests.servers import ServerProcess
 
 SECURED = sorted(
@@ -34,22 +33,6 @@ BODY_ROUTES = sorted(
 
 def concrete(path: str, exp_id: str = "00000000-0000-4000-8000-000000000000") -> str:
     return path.replace("{id}", exp_id)
-
-
-async def launched(client: TestClient, key: str) -> dict[str, Any]:
-    resp = await client.post("/api/v1/experiments", json=experiment_payload(key=key), headers=ADMIN)
-    assert resp.status == 201, await resp.text()
-    exp: dict[str, Any] = await resp.json()
-    resp = await client.post(f"/api/v1/experiments/{exp['id']}/launch", json={"ramp": 1},
-                             headers=ADMIN)
-    assert resp.status == 200
-    for _ in range(300):
-        r = await client.post("/api/v1/assign", json={"experiment": key, "unit_id": "probe"},
-                              headers=CLIENT)
-        if (await r.json()).get("reason") == "assigned":
-            return exp
-        await asyncio.sleep(0.01)
-    raise AssertionError("launch never reached the registry")
 
 
 # -- auth -------------------------------------------------------------------------------------

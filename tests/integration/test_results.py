@@ -20,7 +20,7 @@ from litmus.app import create_app
 from litmus.keys import RECOMPUTE
 from litmus.services.recompute import Recompute
 from litmus.settings import Settings
-from tests.conftest import ADMIN, CLIENT, experiment_payload
+from tests.conftest import ADMIN, CLIENT, experiment_payload, launched
 
 EXP = "/api/v1/experiments"
 
@@ -29,16 +29,6 @@ EXP = "/api/v1/experiments"
 async def app_client(settings: Settings, aiohttp_client: Any) -> TestClient:
     # A long interval: the tests drive recompute ticks themselves.
     return await aiohttp_client(create_app(replace(settings, recompute_interval_s=3600)))
-
-
-async def make_running(client: TestClient, **over: Any) -> dict[str, Any]:
-    resp = await client.post(EXP, json=experiment_payload(**over), headers=ADMIN)
-    assert resp.status == 201, await resp.text()
-    exp = await resp.json()
-    resp = await client.post(f"{EXP}/{exp['id']}/launch", json={"ramp": 1}, headers=ADMIN)
-    assert resp.status == 200
-    out: dict[str, Any] = await resp.json()
-    return out
 
 
 async def insert(db: asyncpg.Connection, exp_id: str, exposures: list[tuple[str, int, datetime]],
@@ -69,7 +59,7 @@ async def test_no_results_before_first_snapshot(app_client: TestClient) -> None:
 
 
 async def test_numbers_match_numpy_on_raw_units(app_client: TestClient, db: asyncpg.Connection) -> None:
-    exp = await make_running(app_client, variants=[
+    exp = await launched(app_client, variants=[
         {"key": "model_a", "weight": 0.5}, {"key": "model_b", "weight": 0.5}])
     rng = np.random.default_rng(7)
     now = datetime.now(UTC)
@@ -132,7 +122,7 @@ async def test_numbers_match_numpy_on_raw_units(app_client: TestClient, db: asyn
 
 
 async def test_incremental_fold_equals_full_recount(app_client: TestClient, db: asyncpg.Connection) -> None:
-    exp = await make_running(app_client)
+    exp = await launched(app_client)
     now = datetime.now(UTC)
     rec = app_client.app[RECOMPUTE]
     all_exp: list[tuple[str, int, datetime]] = []
@@ -176,7 +166,7 @@ async def test_a_missing_watermark_refolds_from_scratch(app_client: TestClient,
     """With the watermark row gone (an operator's manual re-fold), the folded tables cannot be
     matched to events any more: the next tick empties them and folds every event again, and
     the results agree with before (nothing counted twice)."""
-    exp = await make_running(app_client)
+    exp = await launched(app_client)
     now = datetime.now(UTC)
     rng = np.random.default_rng(11)
     rec = app_client.app[RECOMPUTE]
@@ -211,7 +201,7 @@ async def test_new_brin_ranges_are_summarized_before_a_fold(app_client: TestClie
                                                             db: asyncpg.Connection) -> None:
     """Events stored since the last VACUUM get their BRIN ranges summarized by the fold, so
     the next fold's range scan skips them."""
-    exp = await make_running(app_client)
+    exp = await launched(app_client)
     now = datetime.now(UTC)
     await insert(db, exp["id"], [(f"u{i}", i % 3, now) for i in range(30_000)], [])
 
@@ -226,7 +216,7 @@ async def test_new_brin_ranges_are_summarized_before_a_fold(app_client: TestClie
 
 
 async def test_events_after_stop_are_not_counted(app_client: TestClient, db: asyncpg.Connection) -> None:
-    exp = await make_running(app_client)
+    exp = await launched(app_client)
     before = datetime.now(UTC) - timedelta(seconds=5)
     await insert(db, exp["id"], [("u1", 0, before), ("u2", 1, before)], [])
     resp = await app_client.post(f"{EXP}/{exp['id']}/stop", json={"winner": "model_b"}, headers=ADMIN)
@@ -258,7 +248,7 @@ async def test_one_leader_and_takeover(app_client: TestClient, database_url: str
 
 async def test_bandit_weights_reach_assignment(app_client: TestClient, db: asyncpg.Connection) -> None:
     variants = [{"key": f"model_{c}", "weight": 0.25} for c in "abcd"]
-    exp = await make_running(app_client, allocation="bandit", variants=variants,
+    exp = await launched(app_client, allocation="bandit", variants=variants,
                              bandit={"update_interval_s": 1, "burn_in_units": 50, "min_units": 100})
     now = datetime.now(UTC)
     rates = [0.02, 0.03, 0.04, 0.30]
@@ -320,18 +310,18 @@ async def test_an_old_experiments_timeline_comes_from_hourly_slots(
         app_client: TestClient, db: asyncpg.Connection) -> None:
     """A month-old experiment: 60 points of 12 hours, read from the hourly slots, equal to
     the first exposures binned directly; a late earlier exposure moves its unit's point."""
-    exp = await make_running(app_client)
+    exp = await launched(app_client)
     now = datetime.now(UTC).replace(microsecond=0)
-    launched = now - timedelta(days=30)
+    started = now - timedelta(days=30)
     await db.execute("UPDATE experiments SET launched_at = $2 WHERE id = $1",
-                     uuid.UUID(exp["id"]), launched)
+                     uuid.UUID(exp["id"]), started)
     rng = np.random.default_rng(5)
     exps = [(f"u{i}", int(rng.integers(0, 3)),
-             launched + timedelta(seconds=float(rng.integers(0, 30 * 86400)))) for i in range(600)]
+             started + timedelta(seconds=float(rng.integers(0, 30 * 86400)))) for i in range(600)]
     rec = app_client.app[RECOMPUTE]
     await insert(db, exp["id"], exps, [])
     await rec.tick(now)
-    moved = ("u7", (exps[7][1] + 1) % 3, launched + timedelta(minutes=1))  # earlier: moves u7
+    moved = ("u7", (exps[7][1] + 1) % 3, started + timedelta(minutes=1))  # earlier: moves u7
     await insert(db, exp["id"], [moved], [])
     exps[7] = moved
     await rec.tick(now)
@@ -357,7 +347,7 @@ async def test_an_old_experiments_timeline_comes_from_hourly_slots(
 
 
 async def test_events_through_the_api_reach_the_results(app_client: TestClient) -> None:
-    exp = await make_running(app_client, key="e2e", variants=[
+    exp = await launched(app_client, key="e2e", variants=[
         {"key": "model_a", "weight": 0.5}, {"key": "model_b", "weight": 0.5}])
     conversions = {"model_a": 0, "model_b": 0}
     units = {"model_a": 0, "model_b": 0}
@@ -416,7 +406,7 @@ async def test_a_fold_by_an_older_version_is_repaired(app_client: TestClient,
     unit_metrics rows keep the default arm (-1) and it writes no hourly slots. The next fold
     of this version sees the older fold version on the watermark and repairs both, so later
     metric events land on the right arm."""
-    exp = await make_running(app_client)
+    exp = await launched(app_client)
     uid = uuid.UUID(exp["id"])
     now = datetime.now(UTC)
     rec = app_client.app[RECOMPUTE]
