@@ -2,14 +2,17 @@
 
 Every time is printed as a ratio against a plain `GROUP BY variant` scan over the whole events
 tables, measured in the same run on the same data:
-- catch-up: the first fold of all 10 M events into the per-unit and per-arm tables plus one
-  snapshot (what a freshly deployed leader pays once);
+- catch-up: the first fold of all 10 M events into the leader's in-memory per-unit state and
+  the per-arm tables, plus one snapshot: a full recompute from the raw events (what a leader
+  pays when there is no checkpoint);
 - steady state: a recompute after 100 k new events (fold + snapshot) — the cost that repeats
   (new units, repeat and late earlier exposures, metric events on random existing units);
   five rounds, each after another 100 k events, and their median (one round is noisy);
-- idle: a recompute with nothing new.
+- idle: a recompute with nothing new;
+- checkpoint: writing the per-unit state to PostgreSQL (every 5 minutes), and a new leader's
+  takeover: loading it and replaying the events that followed it (here one round).
 For reference it also times the naive unit-level query (per-unit totals by GROUP BY unit, then
-by variant) that a non-incremental design would run on every recompute.
+by variant) that a non-incremental design in SQL would run on every recompute.
 """
 
 from __future__ import annotations
@@ -143,9 +146,25 @@ async def main(total: int) -> None:
             print(f"  {'steady state: median of the ' + str(STEADY_ROUNDS) + ' rounds':<58} "
                   f"{steady:8.2f} s")
             idle = await timed("idle: recompute with no new events", rec.tick())
+            states = rec.folder.states or {}
+            size = sum(a.nbytes for st in states.values() for a in st.arrays().values())
+            print(f"  per-unit state in memory: {size / 1e6:.0f} MB "
+                  f"({sum(st.units for st in states.values()):,} units)")
+            async with pool.acquire() as c:
+                cp = await timed("checkpoint: write the per-unit state", rec.folder.checkpoint(c))
+            await insert_round(conn, uid, 20_000, 80_000, 60_000_000, exposures + exposures // 5)
+            await rec.tick()  # folded by this leader, after its checkpoint
+            rec.folder.forget()  # a new leader: nothing in memory
+            takeover = await timed("takeover: load the checkpoint, replay 100k events, recompute",
+                                   rec.tick())
+            fold = rec.last_fold
+            assert fold is not None and fold.replayed == 100_000, fold
+            print("      fold steps: " + " ".join(
+                f"{k.removeprefix('fold_')} {v:.3f}" for k, v in fold.seconds.items()), flush=True)
             print(f"  ratios against the baseline ({base:.2f} s): naive unit-level "
-                  f"{naive / base:.2f}x, catch-up {catch_up / base:.2f}x, steady state "
-                  f"{steady / base:.2f}x, idle {idle / base:.3f}x")
+                  f"{naive / base:.2f}x, catch-up (full recompute) {catch_up / base:.2f}x, "
+                  f"steady state {steady / base:.3f}x, idle {idle / base:.3f}x, "
+                  f"checkpoint {cp / base:.2f}x, takeover {takeover / base:.2f}x")
         finally:
             await conn.close()
             await pool.close()

@@ -1,11 +1,12 @@
-"""Results storage: incremental per-unit folding, per-experiment aggregates, snapshots, bandit state."""
+"""Results storage: per-experiment aggregates from the per-arm tables, snapshots, bandit state.
+
+The fold that keeps the per-arm tables up to date is in litmus/db/fold.py."""
 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,11 +18,7 @@ from litmus.db.queries import q
 
 log = logging.getLogger("litmus.recompute")
 
-FOLD_TIMEOUT_S = 3600.0
-ANALYZE_AFTER_UNITS = 100_000
 HOUR = timedelta(hours=1)  # exposure_timeline_hourly's slot width
-FOLD_VERSION = 1  # what this code's fold keeps up; see sql/migrations/0009_unit_metrics_arm.sql
-_summarize = True  # off once the database refuses it (the role does not own the tables)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,130 +29,6 @@ class Aggregates:
     metrics: dict[str, dict[int, MetricAgg]]
     unattributed: dict[str, tuple[int, float]]
     timeline: list[tuple[datetime, int, int]]
-
-
-@dataclass(slots=True)
-class FoldStats:
-    """What one fold did: the watermark range, units whose arm was set, seconds per step."""
-
-    lo: int = 0
-    hi: int = 0
-    moved: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)
-
-
-async def fold_new_events(conn: asyncpg.Connection) -> FoldStats:
-    """Fold every event committed since the watermark into the per-unit tables.
-
-    Runs in one transaction, so a crash folds nothing twice."""
-    stats = FoldStats()
-    t0 = time.perf_counter()
-
-    async def step(name: str, *args: Any) -> str:
-        t = time.perf_counter()
-        # A catch-up over millions of events may take minutes: no command timeout here.
-        status: str = await conn.execute(q(name), *args, timeout=FOLD_TIMEOUT_S)
-        stats.seconds[name] = time.perf_counter() - t
-        return status
-
-    await summarize_new_ranges(conn)
-    stats.seconds["summarize"] = time.perf_counter() - t0
-    # One snapshot for every statement: a stop committed mid-fold cannot cut some of them.
-    async with conn.transaction(isolation="repeatable_read"):
-        await conn.execute(q("fold_version_set"), str(FOLD_VERSION))  # see 0009
-        row = await conn.fetchrow(q("watermark_lock"))
-        if row is None:
-            # Someone deleted the watermark row (an operator's manual re-fold): whatever the
-            # folded tables hold can no longer be matched to events, so start from empty.
-            log.warning("recompute watermark missing: refolding all events from scratch")
-            await conn.execute(q("fold_reset"))
-            await conn.execute(q("watermark_init"))
-            row = await conn.fetchrow(q("watermark_lock"))
-            assert row is not None
-        lo = row["xid_lo"]
-        hi = await conn.fetchval(q("snapshot_xmin"))
-        if hi < lo:
-            # Transaction ids went backwards: this database was restored into another cluster.
-            # The watermark means nothing here; fold everything again from scratch.
-            log.warning("recompute watermark %s is ahead of this cluster (%s): refolding all events",
-                        lo, hi)
-            await conn.execute(q("fold_reset"))
-            lo = 0
-        stats.lo, stats.hi = int(lo), int(max(hi, lo))
-        # Hash aggregates and joins over a catch-up's (or a repair's) millions of units stay
-        # in memory.
-        await conn.execute("SET LOCAL work_mem = '256MB'")
-        if lo > 0 and row["fold_version"] < FOLD_VERSION:
-            # The last fold was made by an older Litmus (a leader of the previous version
-            # during a rolling upgrade, or the data of one from before 0009): redo what it did
-            # not keep up. lo = 0 means empty (or just emptied) tables: nothing to repair.
-            log.warning("the last recompute fold was made by an older Litmus (fold version %s): "
-                        "repairing the arms of unit_metrics and the hourly timeline",
-                        row["fold_version"])
-            await step("repair_metric_arms")
-            await step("repair_hourly_timeline_clear")
-            await step("repair_hourly_timeline")
-            await conn.execute(q("watermark_set"), lo)  # records this version
-        if hi > lo:
-            await conn.execute(q("fold_moves_table"))
-            # Order matters: first exposures decide arms, then earlier totals move with their
-            # units, and only then are the new metric totals added to the units' arms.
-            status = await step("fold_exposures", lo, hi)
-            stats.moved = int(status.rsplit(" ", 1)[-1])
-            # Row counts for the planner: few moves -> index lookups, many -> hash joins.
-            await step("fold_moves_analyze")
-            await step("fold_exposure_events", lo, hi)
-            await step("fold_exposure_units")
-            await step("fold_timeline")
-            if stats.moved < ANALYZE_AFTER_UNITS:
-                # A small fold: one key lookup per moved unit (see the query); a catch-up,
-                # where nearly every unit moves, keeps the planner's hash joins.
-                await conn.execute("SET LOCAL enable_hashjoin = off")
-                await conn.execute("SET LOCAL enable_mergejoin = off")
-            await step("fold_move_metrics")
-            await conn.execute("SET LOCAL enable_hashjoin TO DEFAULT")
-            await conn.execute("SET LOCAL enable_mergejoin TO DEFAULT")
-            await step("fold_metrics", lo, hi)
-            await conn.execute(q("watermark_set"), hi)
-            if stats.moved >= ANALYZE_AFTER_UNITS:
-                # A big fold (a catch-up) changes the per-unit tables faster than autovacuum
-                # re-samples them; fresh statistics keep the next folds on key lookups.
-                await step("fold_analyze_units")
-    stats.seconds["total"] = time.perf_counter() - t0
-    return stats
-
-
-async def summarize_new_ranges(conn: asyncpg.Connection) -> int:
-    """Summarize the BRIN ranges of events stored since the last call (see the query).
-
-    Only an optimisation, so it never fails a fold and waits for no one: each partition in
-    its own short transaction; one being vacuumed (which holds the lock this needs) or any
-    other error skips that partition until the next fold, which then reads more pages."""
-    global _summarize
-    if not _summarize:
-        return 0
-    done = 0
-    try:
-        indexes = [r["index"] for r in await conn.fetch(q("xid_brin_partitions"))]
-    except (asyncpg.PostgresError, TimeoutError) as exc:
-        log.warning("BRIN summarization skipped: %s", exc)
-        return 0
-    for index in indexes:
-        try:
-            async with conn.transaction():
-                await conn.execute("SET LOCAL lock_timeout = '200ms'")
-                done += int(await conn.fetchval(q("summarize_new_ranges"), index,
-                                                timeout=FOLD_TIMEOUT_S) or 0)
-        except asyncpg.LockNotAvailableError:
-            log.debug("BRIN summarization of %s skipped: the partition is being vacuumed", index)
-        except asyncpg.InsufficientPrivilegeError as exc:
-            _summarize = False  # will not change while this process runs: say it once
-            log.warning("BRIN summarization turned off: %s (the database role must own the "
-                        "event tables; autovacuum still summarizes them, later)", exc)
-            return done
-        except (asyncpg.PostgresError, TimeoutError) as exc:
-            log.warning("BRIN summarization of %s skipped: %s", index, exc)
-    return done
 
 
 async def recompute_targets(conn: asyncpg.Connection, stopped_within: timedelta) -> list[str]:

@@ -23,6 +23,7 @@ from litmus.core.models import ArmStats, Experiment
 from litmus.core.snapshot import MetricAgg, build_results, unit_arm
 from litmus.db import experiments as db_experiments
 from litmus.db import results as db
+from litmus.services.fold import Folder, FoldStats
 from litmus.services.registry import Registry
 
 log = logging.getLogger("litmus.recompute")
@@ -87,7 +88,8 @@ class Recompute:
         self.last_tick_s = 0.0
         self.last_tick_at: datetime | None = None
         self.ticks = 0
-        self.last_fold: db.FoldStats | None = None
+        self.last_fold: FoldStats | None = None
+        self.folder = Folder()
 
     async def _ensure_leader(self) -> bool:
         """Hold the leader lock, or try for it on a connection kept open between tries."""
@@ -97,6 +99,7 @@ class Recompute:
         else:
             # A dropped session released the lock, if it held it: start over.
             self.is_leader = False
+            self.folder.forget()
             self._lock_conn = await asyncpg.connect(self._dsn)
         got = bool(await self._lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK))
         if got:
@@ -122,10 +125,10 @@ class Recompute:
         # One pass at a time in this process (the loop and a direct call never overlap; other
         # processes are kept out by the leader lock).
         async with self._tick_lock, self._pool.acquire() as conn:
-            self.last_fold = fold = await db.fold_new_events(conn)
+            self.last_fold = fold = await self.folder.fold(conn)
             if fold.seconds.get("total", 0.0) >= SLOW_FOLD_S:
-                log.info("fold of transactions %d..%d took %.2f s (%d units got their arm): %s",
-                         fold.lo, fold.hi, fold.seconds["total"], fold.moved,
+                log.info("fold of transactions %d..%d took %.2f s (%d events, %d replayed): %s",
+                         fold.lo, fold.hi, fold.seconds["total"], fold.events, fold.replayed,
                          " ".join(f"{k}={v:.3f}" for k, v in fold.seconds.items()))
             now = now or datetime.now(UTC)
             targets = await db.recompute_targets(conn, STOPPED_WINDOW)
@@ -260,6 +263,7 @@ class Recompute:
                 await self._task
         conn, self._lock_conn = self._lock_conn, None
         self.is_leader = False
+        self.folder.forget()
         if conn is not None and not conn.is_closed():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), 2)

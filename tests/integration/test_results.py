@@ -18,6 +18,7 @@ from scipy import stats as sps
 
 from litmus.app import create_app
 from litmus.keys import RECOMPUTE
+from litmus.services.fold import Folder
 from litmus.services.recompute import Recompute
 from litmus.settings import Settings
 from tests.conftest import ADMIN, CLIENT, experiment_payload, launched
@@ -41,6 +42,30 @@ async def insert(db: asyncpg.Connection, exp_id: str, exposures: list[tuple[str,
         "metric_events",
         columns=["experiment_id", "unit_id", "metric", "value", "variant", "ts", "event_id"],
         records=[(uid, u, m, val, v, ts, uuid.uuid4().hex) for u, m, val, v, ts in metrics])
+
+
+async def assert_arm_tables_match_state(db: asyncpg.Connection, folder: Folder,
+                                        exp_id: str) -> None:
+    """The per-arm tables (sums of every fold's deltas) equal a recount of the in-memory state."""
+    assert folder.states is not None
+    want = folder.states[exp_id].arm_totals()
+    uid = uuid.UUID(exp_id)
+    units = {r["variant"]: r["units"] for r in await db.fetch(
+        "SELECT variant, units FROM arm_exposures WHERE experiment_id = $1", uid) if r["units"]}
+    assert units == {arm: u for arm, (u, _) in want.exposures.items() if u}
+    rows = {(r["variant"], r["metric"]): r for r in await db.fetch(
+        "SELECT * FROM arm_metrics WHERE experiment_id = $1", uid) if r["units"] or r["events"]}
+    assert rows.keys() == {k for k, v in want.metrics.items() if v[0] or v[1]}
+    for k, r in rows.items():
+        u, e, s, q = want.metrics[k]
+        assert (r["units"], r["events"]) == (u, e), k
+        assert r["sum"] == pytest.approx(s, rel=1e-9, abs=1e-9)
+        assert r["sum_sq"] == pytest.approx(q, rel=1e-9, abs=1e-9)
+    origin = datetime(2000, 1, 1, tzinfo=UTC)
+    slots = {((r["slot"] - origin) // timedelta(microseconds=1), r["variant"]): r["units"]
+             for r in await db.fetch("SELECT slot, variant, units FROM exposure_timeline "
+                                     "WHERE experiment_id = $1", uid) if r["units"]}
+    assert slots == {k: v for k, v in want.timeline.items() if v}
 
 
 async def results(client: TestClient, exp_id: str) -> dict[str, Any]:
@@ -155,10 +180,8 @@ async def test_incremental_fold_equals_full_recount(app_client: TestClient, db: 
                 assert m["unit_variance"] == pytest.approx(per_unit.var(ddof=1), rel=1e-7)
         unexposed = sum(1 for u, *_ in all_met if u not in first)
         assert snap["unattributed"].get("conversion", {"count": 0})["count"] == unexposed
-        # Each (unit, metric) row carries its unit's arm (0009), -1 while it is not exposed.
-        assert await db.fetchval(
-            "SELECT count(*) FROM unit_metrics m LEFT JOIN unit_exposures e "
-            "USING (experiment_id, unit_id) WHERE m.variant <> coalesce(e.variant, -1)") == 0
+        # The per-arm tables, built from four folds' deltas, equal a recount of the state.
+        await assert_arm_tables_match_state(db, rec.folder, exp["id"])
 
 
 async def test_a_missing_watermark_refolds_from_scratch(app_client: TestClient,
@@ -378,7 +401,7 @@ async def test_events_through_the_api_reach_the_results(app_client: TestClient) 
 
 async def test_brin_summarization_turns_itself_off_for_a_role_that_does_not_own_the_tables(
         database_url: str, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
-    from litmus.db import results as db_results
+    from litmus.db import fold as db_results
 
     monkeypatch.setattr(db_results, "_summarize", True)
     role = f"litmus_reader_{uuid.uuid4().hex[:8]}"
@@ -398,45 +421,3 @@ async def test_brin_summarization_turns_itself_off_for_a_role_that_does_not_own_
     finally:
         await db.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
         await db.execute(f"DROP ROLE {role}")
-
-
-async def test_a_fold_by_an_older_version_is_repaired(app_client: TestClient,
-                                                      db: asyncpg.Connection) -> None:
-    """During a rolling upgrade a leader of the previous version may fold after 0009: its
-    unit_metrics rows keep the default arm (-1) and it writes no hourly slots. The next fold
-    of this version sees the older fold version on the watermark and repairs both, so later
-    metric events land on the right arm."""
-    exp = await launched(app_client)
-    uid = uuid.UUID(exp["id"])
-    now = datetime.now(UTC)
-    rec = app_client.app[RECOMPUTE]
-    await insert(db, exp["id"], [(f"u{i}", i % 3, now - timedelta(hours=1)) for i in range(30)],
-                 [(f"u{i}", "revenue", float(i), None, now) for i in range(30)])
-    await rec.tick()
-    assert await db.fetchval("SELECT fold_version FROM recompute_watermark") == 1
-    # What an older leader's fold leaves: default arms, no hourly slots, and its own version
-    # on the watermark (it does not set litmus.fold_version).
-    await db.execute("UPDATE unit_metrics SET variant = -1 WHERE experiment_id = $1", uid)
-    await db.execute("DELETE FROM exposure_timeline_hourly WHERE experiment_id = $1", uid)
-    await db.execute("UPDATE recompute_watermark SET folded_at = now()")
-    assert await db.fetchval("SELECT fold_version FROM recompute_watermark") == 0
-    await insert(db, exp["id"], [], [(f"u{i}", "revenue", 1.0, None, now) for i in range(30)])
-    await rec.tick()
-    assert await db.fetchval("SELECT fold_version FROM recompute_watermark") == 1
-    assert await db.fetchval(
-        "SELECT count(*) FROM unit_metrics m JOIN unit_exposures e USING (experiment_id, unit_id) "
-        "WHERE m.variant <> e.variant") == 0
-    hourly = await db.fetch("SELECT slot, variant, units FROM exposure_timeline_hourly "
-                            "WHERE experiment_id = $1 ORDER BY 1, 2", uid)
-    rolled = await db.fetch(
-        "SELECT date_bin('1 hour', slot, timestamptz '2000-01-01') AS slot, variant, sum(units) "
-        "AS units FROM exposure_timeline WHERE experiment_id = $1 GROUP BY 1, 2 ORDER BY 1, 2", uid)
-    assert [tuple(r) for r in hourly] == [tuple(r) for r in rolled] and hourly
-    snap = await results(app_client, exp["id"])
-    for i, k in enumerate(["model_a", "model_b", "model_c"]):
-        totals = np.array([u + 1.0 for u in range(30) if u % 3 == i])
-        m = snap["metrics"]["revenue"][k]
-        assert m["units"] == len(totals)
-        assert m["sum"] == pytest.approx(totals.sum())
-        assert m["unit_variance"] == pytest.approx(totals.var(ddof=1))
-    assert "revenue" not in snap["unattributed"]

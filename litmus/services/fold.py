@@ -1,0 +1,256 @@
+"""The results fold, run by the recompute leader before each recompute.
+
+Every event committed since the watermark (see sql/migrations/0002_events.sql for why the
+transaction-id watermark never skips a row) is read once, as binary COPY rows, and folded into
+the per-unit state in this process's memory (litmus/core/unitfold.py). The state turns them
+into per-arm deltas, which are added to the per-arm tables in the same transaction that moves
+the watermark: a crash or an error folds nothing twice, and the in-memory state of a fold that
+did not commit is thrown away and loaded again.
+
+The state is durable as a checkpoint (fold_checkpoint, sql/migrations/0010) written every
+CHECKPOINT_EVERY_S. A process that becomes leader loads it and replays the events committed
+between the checkpoint and the watermark, without deltas (the per-arm tables have them). So a
+month of raw events may be dropped once a checkpoint newer than it exists
+(docs/OPERATIONS.md, "Retention").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+import numpy as np
+
+from litmus.core.unitfold import Deltas, ExperimentUnits
+from litmus.db import fold as db
+
+log = logging.getLogger("litmus.recompute")
+
+FOLD_VERSION = 2  # see sql/migrations/0009 and 0010
+CHECKPOINT_EVERY_S = 300.0
+CHECKPOINT_AFTER_EVENTS = 5_000_000  # or sooner, after this many events folded or replayed
+_NEW = "\x00new:"  # a metric whose name is looked up once its COPY has finished
+
+
+@dataclass(slots=True)
+class FoldStats:
+    """What one fold did: the watermark range, events read, replayed, seconds per step."""
+
+    lo: int = 0
+    hi: int = 0
+    events: int = 0
+    replayed: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class Folder:
+    """Holds the per-unit states of every experiment while this process is the leader."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, ExperimentUnits] | None = None
+        self.xid = 0  # the watermark the states are at
+        self.names: dict[int, str] = {}  # metric hash -> name
+        self.checkpoint_every_s = CHECKPOINT_EVERY_S
+        self._checkpoint_at = time.monotonic()
+        self._since_checkpoint = 0
+
+    def forget(self) -> None:
+        """Drop the in-memory states (leadership lost, or a fold failed)."""
+        self.states = None
+
+    async def fold(self, conn: asyncpg.Connection) -> FoldStats:
+        """Fold every event committed since the watermark; load the states first if needed."""
+        stats = FoldStats()
+        t0 = time.perf_counter()
+        await db.summarize_new_ranges(conn)
+        stats.seconds["summarize"] = time.perf_counter() - t0
+        try:
+            # One snapshot for every statement: a stop committed mid-fold cannot cut some.
+            async with conn.transaction(isolation="repeatable_read"):
+                await conn.execute(db.q("fold_version_set"), str(FOLD_VERSION))
+                row = await conn.fetchrow(db.q("watermark_lock"))
+                if row is None:
+                    # An operator deleted the watermark row (a manual re-fold, OPERATIONS.md).
+                    log.warning("recompute watermark missing: refolding all events from scratch")
+                    await conn.execute(db.q("watermark_init"))
+                    await self._reset(conn)
+                    row = await conn.fetchrow(db.q("watermark_lock"))
+                    assert row is not None
+                lo = int(row["xid_lo"])
+                hi = int(await conn.fetchval(db.q("snapshot_xmin")))
+                if hi < lo:
+                    # Transaction ids went backwards: this database was restored into another
+                    # cluster. The watermark and the checkpoint mean nothing here.
+                    log.warning("recompute watermark %s is ahead of this cluster (%s): "
+                                "refolding all events", lo, hi)
+                    await self._reset(conn)
+                    lo = 0
+                if self.states is None or self.xid != lo:
+                    # No state yet, or another leader folded since ours (we were deposed).
+                    lo = await self._load(conn, row, lo, stats)
+                stats.lo, stats.hi = lo, max(hi, lo)
+                if hi > lo:
+                    deltas: dict[str, Deltas] = {}
+                    stats.events = await self._fold_range(conn, lo, hi, deltas, stats)
+                    t = time.perf_counter()
+                    await db.write_deltas(conn, deltas)
+                    await conn.execute(db.q("watermark_set"), hi)
+                    stats.seconds["write"] = time.perf_counter() - t
+            self.xid = stats.hi
+            self._since_checkpoint += stats.events + stats.replayed
+        except BaseException:
+            self.forget()  # may hold part of a fold that did not commit
+            raise
+        if self._since_checkpoint and (
+                time.monotonic() - self._checkpoint_at >= self.checkpoint_every_s
+                or self._since_checkpoint >= CHECKPOINT_AFTER_EVENTS):
+            t = time.perf_counter()
+            await self.checkpoint(conn)
+            stats.seconds["checkpoint"] = time.perf_counter() - t
+        stats.seconds["total"] = time.perf_counter() - t0
+        return stats
+
+    async def checkpoint(self, conn: asyncpg.Connection) -> int:
+        """Store the states as the checkpoint, if they are still the watermark's; bytes."""
+        if self.states is None:
+            return 0
+        async with conn.transaction():
+            row = await conn.fetchrow(db.q("watermark_lock"))
+            if row is None or int(row["xid_lo"]) != self.xid:
+                self.forget()  # another leader moved on: ours are stale
+                return 0
+            alive = {str(r["id"]) for r in await conn.fetch(
+                db.q("existing_experiments"), list(self.states))}
+            for exp_id in set(self.states) - alive:  # deleted experiments
+                del self.states[exp_id]
+            size = await db.write_checkpoint(conn, self.states, self.xid)
+        self._checkpoint_at = time.monotonic()
+        self._since_checkpoint = 0
+        log.info("recompute checkpoint at transaction %d: %d experiments, %.1f MB",
+                 self.xid, len(self.states), size / 1e6)
+        return size
+
+    async def _reset(self, conn: asyncpg.Connection) -> None:
+        await conn.execute(db.q("fold_reset"))
+        await conn.execute(db.q("fold_reset_arms"))
+        if await conn.fetchval(db.q("v1_present")):
+            await conn.execute(db.q("v1_drop"))
+        self.states, self.xid = {}, 0
+
+    async def _load(self, conn: asyncpg.Connection, row: asyncpg.Record, lo: int,
+                    stats: FoldStats) -> int:
+        """Make the in-memory states those of watermark `lo` (or reset); returns the watermark."""
+        t = time.perf_counter()
+        v1 = await conn.fetchval(db.q("v1_present"))
+        if lo == 0:
+            self.states = {}
+            if v1:  # nothing was ever folded into them
+                await conn.execute(db.q("v1_drop"))
+        elif v1:
+            # The first leader of this version: the tables of the previous one are current.
+            self.states = await db.read_v1_tables(conn)
+            if int(row["fold_version"]) == 0:  # folded before 0008: no hourly slots
+                await conn.execute(db.q("v1_repair_hourly_clear"))
+                await conn.execute(db.q("v1_repair_hourly"))
+            await db.write_checkpoint(conn, self.states, lo)
+            await conn.execute(db.q("v1_drop"))
+            log.info("recompute: per-unit state of %d experiments taken over from the tables "
+                     "of the previous version", len(self.states))
+        else:
+            cp = row["checkpoint_xid"]
+            if cp is not None and int(cp) > lo:
+                log.warning("recompute checkpoint (%s) is ahead of the watermark (%s): "
+                            "refolding all events", cp, lo)
+                await self._reset(conn)
+                return 0
+            self.states = await db.read_checkpoint(conn) if cp is not None else {}
+            await self._learn_names(conn)  # before the replay meets those metrics
+            start = int(cp) if cp is not None else 0
+            if start < lo:
+                stats.replayed = await self._fold_range(conn, start, lo, None, stats)
+        await self._learn_names(conn)
+        if lo > 0:
+            log.info("recompute: per-unit state of %d experiments loaded at transaction %d in "
+                     "%.2f s (%d events replayed)", len(self.states), lo,
+                     time.perf_counter() - t, stats.replayed)
+        stats.seconds["load"] = time.perf_counter() - t
+        self.xid = lo
+        return lo
+
+    async def _learn_names(self, conn: asyncpg.Connection) -> None:
+        """Know the hash of every metric the states hold (they store names only)."""
+        assert self.states is not None
+        known = set(self.names.values())
+        todo = sorted({m for st in self.states.values() for m in st.metrics} - known)
+        if todo:
+            for r in await conn.fetch("SELECT m, hashtextextended(m, 0) AS h "
+                                      "FROM unnest($1::text[]) m", todo):
+                self.names[int(r["h"])] = r["m"]
+
+    async def _fold_range(self, conn: asyncpg.Connection, lo: int, hi: int,
+                          deltas: dict[str, Deltas] | None, stats: FoldStats) -> int:
+        """Fold the events of transactions [lo, hi) into the states; returns events read."""
+        states = self.states
+        assert states is not None
+
+        def delta(exp_id: str) -> Deltas | None:
+            return None if deltas is None else deltas.setdefault(exp_id, Deltas())
+
+        def fold_exposures(rows: db.Rows) -> None:
+            for exp_id, r in db.by_experiment(rows):
+                states.setdefault(exp_id, ExperimentUnits()).fold_exposures(
+                    r["unit"].astype(np.int64), r["variant"], r["ts"].astype(np.int64),
+                    r["tie"].astype(np.int64), delta(exp_id))
+
+        def fold_metrics(rows: db.Rows) -> None:
+            for exp_id, r in db.by_experiment(rows):
+                st = states.setdefault(exp_id, ExperimentUnits())
+                hashes = r["metric"]
+                for h in np.unique(hashes).tolist():
+                    sel = r[hashes == h]
+                    name = self.names.get(int(h), f"{_NEW}{int(h)}")
+                    st.fold_metrics(name, sel["unit"].astype(np.int64),
+                                    sel["value"].astype(np.float64), delta(exp_id))
+
+        async def on_exposures(rows: db.Rows) -> None:
+            await asyncio.to_thread(fold_exposures, rows)
+
+        async def on_metrics(rows: db.Rows) -> None:
+            await asyncio.to_thread(fold_metrics, rows)
+
+        # Exposures first: they decide the arms the metric totals are added to.
+        t = time.perf_counter()
+        n = await db.copy_rows(conn, db.q("fold_read_exposures"), (lo, hi), db.EXPOSURE_ROW,
+                               on_exposures)
+        step = "replay" if deltas is None else "fold"
+        stats.seconds[f"{step}_exposures"] = time.perf_counter() - t
+        t = time.perf_counter()
+        n += await db.copy_rows(conn, db.q("fold_read_metrics"), (lo, hi), db.METRIC_ROW,
+                                on_metrics)
+        await self._name_new_metrics(conn, lo, hi, deltas)
+        stats.seconds[f"{step}_metrics"] = time.perf_counter() - t
+        return n
+
+    async def _name_new_metrics(self, conn: asyncpg.Connection, lo: int, hi: int,
+                                deltas: dict[str, Deltas] | None) -> None:
+        """Give metrics first seen in this range their names (looked up after the COPY)."""
+        states = self.states
+        assert states is not None
+        new = sorted({int(m[len(_NEW):]) for st in states.values() for m in st.metrics
+                      if m.startswith(_NEW)})
+        if not new:
+            return
+        self.names.update(await db.metric_names(conn, lo, hi, new))
+        for exp_id, st in states.items():
+            for m in [m for m in st.metrics if m.startswith(_NEW)]:
+                name = self.names[int(m[len(_NEW):])]
+                # Every name a state held had its hash known before the fold (_learn_names).
+                assert name not in st.metrics, name
+                st.metrics[name] = st.metrics.pop(m)
+            if deltas is not None and exp_id in deltas:
+                d = deltas[exp_id]
+                d.metrics = {(arm, self.names[int(m[len(_NEW):])] if m.startswith(_NEW) else m): v
+                             for (arm, m), v in d.metrics.items()}

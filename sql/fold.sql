@@ -1,0 +1,139 @@
+-- The results fold (litmus/db/fold.py, litmus/services/fold.py): read the events committed
+-- since the watermark, let the in-memory per-unit state (litmus/core/unitfold.py) turn them
+-- into per-arm deltas, add those here, move the watermark; all in one transaction.
+
+-- name: xid_brin_partitions
+-- The ingest_xid BRIN index of every event partition, newest partition first.
+SELECT i.inhrelid::regclass::text AS index
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent IN ('exposures_xid_brin'::regclass, 'metric_events_xid_brin'::regclass)
+ORDER BY c.relname DESC;
+
+-- name: summarize_new_ranges
+-- BRIN indexes only learn about new page ranges when something summarizes them (VACUUM, which
+-- an append-only table gets after ~20% growth). Until then every range scan reads all of them:
+-- a fold would re-read every event since the last VACUUM. So each fold first summarizes the
+-- new ranges of each partition's ingest_xid index; this reads only pages not yet summarized.
+SELECT brin_summarize_new_values($1::regclass);
+
+-- name: watermark_lock
+SELECT xid_lo, fold_version, checkpoint_xid FROM recompute_watermark WHERE id = 1 FOR UPDATE;
+
+-- name: watermark_init
+INSERT INTO recompute_watermark (id, xid_lo) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+
+-- name: fold_version_set
+-- Read by the trigger of 0009 when this transaction moves the watermark.
+SELECT set_config('litmus.fold_version', $1::text, true);
+
+-- name: snapshot_xmin
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
+
+-- name: watermark_set
+UPDATE recompute_watermark SET xid_lo = $1, folded_at = now() WHERE id = 1;
+
+-- name: fold_reset
+-- Start over from no events folded at all (see litmus/services/fold.py for when).
+WITH w AS (UPDATE recompute_watermark SET xid_lo = 0, checkpoint_xid = NULL, checkpoint_at = NULL
+           WHERE id = 1)
+DELETE FROM fold_checkpoint;
+
+-- name: fold_reset_arms
+TRUNCATE arm_exposures, arm_metrics, exposure_timeline, exposure_timeline_hourly;
+
+-- name: fold_read_exposures
+-- The new exposure events, as fixed-width binary COPY rows (litmus/db/fold.py parses them):
+-- unit and event ids travel as 64-bit hashes. A stopped experiment's analysis ends at the
+-- stop: afterwards every unit gets the winner.
+SELECT e.experiment_id, hashtextextended(e.unit_id, 0), e.variant, e.ts,
+       hashtextextended(e.event_id, 0)
+FROM exposures e
+WHERE e.ingest_xid >= $1 AND e.ingest_xid < $2
+  AND NOT EXISTS (SELECT 1 FROM experiments x
+                  WHERE x.id = e.experiment_id AND x.stopped_at IS NOT NULL AND e.ts > x.stopped_at)
+
+-- name: fold_read_metrics
+-- The new metric events, likewise; the metric name travels as a hash (fold_metric_names).
+SELECT e.experiment_id, hashtextextended(e.unit_id, 0), hashtextextended(e.metric, 0), e.value
+FROM metric_events e
+WHERE e.ingest_xid >= $1 AND e.ingest_xid < $2
+  AND NOT EXISTS (SELECT 1 FROM experiments x
+                  WHERE x.id = e.experiment_id AND x.stopped_at IS NOT NULL AND e.ts > x.stopped_at)
+
+-- name: fold_metric_names
+-- The names behind metric hashes not seen before (rare: a new metric).
+SELECT DISTINCT hashtextextended(metric, 0) AS hash, metric
+FROM metric_events
+WHERE ingest_xid >= $1 AND ingest_xid < $2 AND hashtextextended(metric, 0) = ANY($3::bigint[])
+
+-- name: fold_add_exposures
+INSERT INTO arm_exposures AS a (experiment_id, variant, units, events)
+SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::bigint[], $4::bigint[])
+ON CONFLICT (experiment_id, variant) DO UPDATE SET
+    units = a.units + EXCLUDED.units, events = a.events + EXCLUDED.events;
+
+-- name: fold_add_metrics
+INSERT INTO arm_metrics AS a (experiment_id, variant, metric, units, events, sum, sum_sq)
+SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::bigint[], $5::bigint[],
+                     $6::float8[], $7::float8[])
+ON CONFLICT (experiment_id, variant, metric) DO UPDATE SET
+    units = a.units + EXCLUDED.units, events = a.events + EXCLUDED.events,
+    sum = a.sum + EXCLUDED.sum, sum_sq = a.sum_sq + EXCLUDED.sum_sq;
+
+-- name: fold_add_timeline
+-- New units per slot and variant by first exposure ($2: the 10-second slot in µs since
+-- 2000-01-01 UTC), kept twice: 10-second slots for young experiments and hourly slots, read
+-- once the timeline's points are an hour or more apart (0008).
+WITH d AS (
+    SELECT experiment_id, timestamptz '2000-01-01 00:00:00+00' + slot * interval '1 microsecond' AS slot,
+           variant, units
+    FROM unnest($1::uuid[], $2::bigint[], $3::smallint[], $4::bigint[])
+         AS u (experiment_id, slot, variant, units)
+), fine AS (
+    INSERT INTO exposure_timeline AS t (experiment_id, slot, variant, units)
+    SELECT experiment_id, slot, variant, units FROM d
+    ON CONFLICT (experiment_id, slot, variant) DO UPDATE SET units = t.units + EXCLUDED.units
+)
+INSERT INTO exposure_timeline_hourly AS t (experiment_id, slot, variant, units)
+SELECT experiment_id, date_bin('1 hour', slot, timestamptz '2000-01-01 00:00:00+00'), variant, sum(units)
+FROM d GROUP BY 1, 2, 3
+ON CONFLICT (experiment_id, slot, variant) DO UPDATE SET units = t.units + EXCLUDED.units;
+
+-- name: checkpoint_clear
+DELETE FROM fold_checkpoint;
+
+-- name: checkpoint_mark
+UPDATE recompute_watermark SET checkpoint_xid = $1, checkpoint_at = now() WHERE id = 1;
+
+-- name: checkpoint_read
+SELECT experiment_id, name, dtype, data FROM fold_checkpoint ORDER BY experiment_id, name, part;
+
+-- name: v1_present
+SELECT to_regclass('unit_exposures_v1') IS NOT NULL;
+
+-- name: v1_read_units
+-- Per-unit rows of the tables an earlier Litmus kept (0010), in the fold's binary row format.
+SELECT experiment_id, hashtextextended(unit_id, 0), variant, first_ts, 0::bigint
+FROM unit_exposures_v1
+
+-- name: v1_read_metrics
+SELECT experiment_id, hashtextextended(unit_id, 0), hashtextextended(metric, 0), total, events
+FROM unit_metrics_v1
+
+-- name: v1_metric_names
+SELECT DISTINCT hashtextextended(metric, 0) AS hash, metric FROM unit_metrics_v1
+
+-- name: v1_repair_hourly_clear
+DELETE FROM exposure_timeline_hourly;
+
+-- name: v1_repair_hourly
+-- Hourly slots again from the 10-second ones, after folds by a Litmus from before 0008.
+INSERT INTO exposure_timeline_hourly (experiment_id, slot, variant, units)
+SELECT experiment_id, date_bin('1 hour', slot, timestamptz '2000-01-01'), variant, sum(units)
+FROM exposure_timeline GROUP BY 1, 2, 3;
+
+-- name: v1_drop
+DROP TABLE unit_exposures_v1, unit_metrics_v1;
+
+-- name: existing_experiments
+SELECT id FROM experiments WHERE id = ANY($1::uuid[]);
