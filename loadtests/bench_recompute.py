@@ -59,6 +59,14 @@ async def timed(label: str, coro: object) -> float:
     return dt
 
 
+def print_steps(rec: Recompute) -> None:
+    """Seconds per step of the last fold."""
+    fold = rec.last_fold
+    assert fold is not None
+    print("      fold steps: " + " ".join(
+        f"{k.removeprefix('fold_')} {v:.3f}" for k, v in fold.seconds.items()), flush=True)
+
+
 async def insert_events(conn: asyncpg.Connection, exp_id: uuid.UUID, exposures: int,
                         metrics: int, start: int) -> None:
     """Generate events in SQL (faster than shipping rows from Python)."""
@@ -132,16 +140,14 @@ async def main(total: int) -> None:
             naive = await timed("reference: naive unit-level query (every recompute)",
                                 conn.fetch(NAIVE_UNIT, uid))
             catch_up = await timed("catch-up: first fold of all events + snapshot", rec.tick())
+            print_steps(rec)
             steps = []
             for i in range(STEADY_ROUNDS):
                 await insert_round(conn, uid, 20_000, 80_000, 50_000_000 + i * 1_000_000,
                                    exposures + exposures // 5)
                 steps.append(await timed(f"steady state {i + 1}/{STEADY_ROUNDS}: recompute after "
                                          "100k new events", rec.tick()))
-                fold = rec.last_fold
-                assert fold is not None
-                print("      fold steps: " + " ".join(
-                    f"{k.removeprefix('fold_')} {v:.3f}" for k, v in fold.seconds.items()), flush=True)
+                print_steps(rec)
             steady = statistics.median(steps)
             print(f"  {'steady state: median of the ' + str(STEADY_ROUNDS) + ' rounds':<58} "
                   f"{steady:8.2f} s")
@@ -157,10 +163,8 @@ async def main(total: int) -> None:
             rec.folder.forget()  # a new leader: nothing in memory
             takeover = await timed("takeover: load the checkpoint, replay 100k events, recompute",
                                    rec.tick())
-            fold = rec.last_fold
-            assert fold is not None and fold.replayed == 100_000, fold
-            print("      fold steps: " + " ".join(
-                f"{k.removeprefix('fold_')} {v:.3f}" for k, v in fold.seconds.items()), flush=True)
+            assert rec.last_fold is not None and rec.last_fold.replayed == 100_000, rec.last_fold
+            print_steps(rec)
             print(f"  ratios against the baseline ({base:.2f} s): naive unit-level "
                   f"{naive / base:.2f}x, catch-up (full recompute) {catch_up / base:.2f}x, "
                   f"steady state {steady / base:.3f}x, idle {idle / base:.3f}x, "

@@ -208,3 +208,27 @@ async def test_a_fold_that_fails_leaves_nothing_behind(app_client: TestClient,
     assert rec.folder.states is None
     await rec.tick()
     await assert_matches_raw_events(db, exp["id"])
+
+
+async def test_interleaved_experiments_are_folded_apart(app_client: TestClient,
+                                                        db: asyncpg.Connection) -> None:
+    """Events of three experiments stored interleaved in the same transactions are split by
+    experiment in one fold: each one's tables equal its own recount, with no leaks."""
+    exps = [await launched(app_client, key=f"ranker_{i}") for i in range(3)]
+    now = datetime.now(UTC)
+    rng = np.random.default_rng(24)
+    uids = [uuid.UUID(e["id"]) for e in exps]
+    for _ in range(2):
+        picks = rng.integers(0, 3, 900)
+        await db.copy_records_to_table(
+            "exposures", columns=["experiment_id", "unit_id", "variant", "ts", "event_id"],
+            records=[(uids[p], f"u{rng.integers(0, 200)}", int(rng.integers(0, 3)),
+                      now - timedelta(seconds=float(rng.integers(0, 600))), uuid.uuid4().hex)
+                     for p in picks])
+        await db.copy_records_to_table(
+            "metric_events", columns=["experiment_id", "unit_id", "metric", "value", "ts", "event_id"],
+            records=[(uids[p], f"u{rng.integers(0, 220)}", "revenue", float(rng.gamma(2.0, 3.0)),
+                      now, uuid.uuid4().hex) for p in picks])
+        await app_client.app[RECOMPUTE].tick()
+    for e in exps:
+        await assert_matches_raw_events(db, e["id"])
