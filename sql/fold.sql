@@ -41,24 +41,33 @@ DELETE FROM fold_checkpoint;
 -- name: fold_reset_arms
 TRUNCATE arm_exposures, arm_metrics, exposure_timeline, exposure_timeline_hourly;
 
+-- name: fold_cutoffs_pin
+-- Pin the stop cut-off of every experiment this fold is the first to see stopped (0010).
+INSERT INTO fold_cutoffs (experiment_id, xid)
+SELECT id, $1 FROM experiments WHERE stopped_at IS NOT NULL
+ON CONFLICT (experiment_id) DO NOTHING;
+
+-- name: fold_cutoffs_clear
+DELETE FROM fold_cutoffs;
+
 -- name: fold_read_exposures
 -- The new exposure events, as fixed-width binary COPY rows (litmus/db/fold.py parses them):
 -- unit and event ids travel as 64-bit hashes. A stopped experiment's analysis ends at the
--- stop: afterwards every unit gets the winner.
+-- stop (afterwards every unit gets the winner), from the fold that first saw it (0010).
 SELECT e.experiment_id, hashtextextended(e.unit_id, 0), e.variant, e.ts,
        hashtextextended(e.event_id, 0)
 FROM exposures e
 WHERE e.ingest_xid >= $1 AND e.ingest_xid < $2
-  AND NOT EXISTS (SELECT 1 FROM experiments x
-                  WHERE x.id = e.experiment_id AND x.stopped_at IS NOT NULL AND e.ts > x.stopped_at)
+  AND NOT EXISTS (SELECT 1 FROM experiments x JOIN fold_cutoffs c ON c.experiment_id = x.id
+                  WHERE x.id = e.experiment_id AND e.ts > x.stopped_at AND e.ingest_xid >= c.xid)
 
 -- name: fold_read_metrics
 -- The new metric events, likewise; the metric name travels as a hash (fold_metric_names).
 SELECT e.experiment_id, hashtextextended(e.unit_id, 0), hashtextextended(e.metric, 0), e.value
 FROM metric_events e
 WHERE e.ingest_xid >= $1 AND e.ingest_xid < $2
-  AND NOT EXISTS (SELECT 1 FROM experiments x
-                  WHERE x.id = e.experiment_id AND x.stopped_at IS NOT NULL AND e.ts > x.stopped_at)
+  AND NOT EXISTS (SELECT 1 FROM experiments x JOIN fold_cutoffs c ON c.experiment_id = x.id
+                  WHERE x.id = e.experiment_id AND e.ts > x.stopped_at AND e.ingest_xid >= c.xid)
 
 -- name: fold_metric_names
 -- The names behind metric hashes not seen before (rare: a new metric).
@@ -99,14 +108,29 @@ SELECT experiment_id, date_bin('1 hour', slot, timestamptz '2000-01-01 00:00:00+
 FROM d GROUP BY 1, 2, 3
 ON CONFLICT (experiment_id, slot, variant) DO UPDATE SET units = t.units + EXCLUDED.units;
 
--- name: checkpoint_clear
-DELETE FROM fold_checkpoint;
+-- name: checkpoint_delete
+-- The stored states about to be rewritten, and those of experiments deleted since.
+DELETE FROM fold_checkpoint
+WHERE experiment_id = ANY($1::uuid[])
+   OR NOT EXISTS (SELECT 1 FROM experiments x WHERE x.id = experiment_id);
 
 -- name: checkpoint_mark
 UPDATE recompute_watermark SET checkpoint_xid = $1, checkpoint_at = now() WHERE id = 1;
 
 -- name: checkpoint_read
-SELECT experiment_id, name, dtype, data FROM fold_checkpoint ORDER BY experiment_id, name, part;
+SELECT experiment_id, name, dtype, data FROM fold_checkpoint
+WHERE experiment_id = ANY($1::uuid[])
+ORDER BY experiment_id, name, part;
+
+-- name: checkpoint_experiments
+SELECT DISTINCT experiment_id FROM fold_checkpoint;
+
+-- name: fold_active
+-- Which of these experiments still exist, and whether results are recomputed for them (the
+-- same rule as recompute_targets in queries.sql).
+SELECT id, status IN ('running', 'paused')
+           OR (status = 'stopped' AND stopped_at > now() - $2::interval) AS active
+FROM experiments WHERE id = ANY($1::uuid[]);
 
 -- name: v1_present
 SELECT to_regclass('unit_exposures_v1') IS NOT NULL;
@@ -134,6 +158,3 @@ FROM exposure_timeline GROUP BY 1, 2, 3;
 
 -- name: v1_drop
 DROP TABLE unit_exposures_v1, unit_metrics_v1;
-
--- name: existing_experiments
-SELECT id FROM experiments WHERE id = ANY($1::uuid[]);

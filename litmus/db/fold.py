@@ -72,8 +72,8 @@ class _RowReader:
         if not self.header:
             if len(buf) < _HEADER:
                 return
-            if buf[:len(_COPY_SIGNATURE)] != _COPY_SIGNATURE:
-                raise ValueError("not a binary COPY stream")
+            if buf[:_HEADER] != _COPY_SIGNATURE + bytes(8):  # no flags, no header extension
+                raise ValueError("not a binary COPY stream of the expected kind")
             start, self.header = _HEADER, True
         n = (len(buf) - start) // self.dtype.itemsize
         end = start + n * self.dtype.itemsize
@@ -93,7 +93,7 @@ class _RowReader:
     async def finish(self) -> None:
         await self._drain()
         rest = b"".join(self.parts)
-        if rest not in (b"\xff\xff", b""):
+        if rest != b"\xff\xff" or not self.header:
             raise ValueError(f"unexpected binary COPY trailer ({len(rest)} bytes)")
 
 
@@ -161,10 +161,10 @@ async def write_deltas(conn: asyncpg.Connection, deltas: dict[str, Deltas]) -> N
 
 async def write_checkpoint(conn: asyncpg.Connection, states: dict[str, ExperimentUnits],
                            xid: int) -> int:
-    """Replace the stored checkpoint by `states`, taken at watermark `xid`; returns bytes.
-
-    Runs in the caller's transaction, which also holds the watermark row."""
-    await conn.execute(q("checkpoint_clear"))
+    """Store `states` (replacing their stored rows) and mark the checkpoint as taken at
+    watermark `xid`; the stored states of other experiments stay (they did not change).
+    Returns the bytes written. Runs in the caller's transaction, which holds the watermark."""
+    await conn.execute(q("checkpoint_delete"), [uuid.UUID(e) for e in states])
     size = 0
 
     def records() -> Iterable[tuple[uuid.UUID, str, int, str, bytes]]:
@@ -185,11 +185,18 @@ async def write_checkpoint(conn: asyncpg.Connection, states: dict[str, Experimen
     return size
 
 
-async def read_checkpoint(conn: asyncpg.Connection) -> dict[str, ExperimentUnits]:
-    """The stored per-unit states, by experiment id."""
+async def checkpoint_experiments(conn: asyncpg.Connection) -> set[str]:
+    """The experiments with a stored per-unit state."""
+    return {str(r["experiment_id"]) for r in await conn.fetch(q("checkpoint_experiments"))}
+
+
+async def read_checkpoint(conn: asyncpg.Connection,
+                          experiments: list[str]) -> dict[str, ExperimentUnits]:
+    """The stored per-unit states of these experiments, by experiment id."""
     parts: dict[str, dict[str, list[npt.NDArray[Any]]]] = {}
+    ids = [uuid.UUID(e) for e in experiments]
     async with conn.transaction():
-        async for r in conn.cursor(q("checkpoint_read"), prefetch=8):
+        async for r in conn.cursor(q("checkpoint_read"), ids, prefetch=8):
             arr = np.frombuffer(r["data"], np.dtype(r["dtype"]))
             parts.setdefault(str(r["experiment_id"]), {}).setdefault(r["name"], []).append(arr)
     return {exp_id: ExperimentUnits.from_arrays(

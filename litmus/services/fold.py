@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import asyncpg
 import numpy as np
@@ -32,6 +33,10 @@ log = logging.getLogger("litmus.recompute")
 FOLD_VERSION = 2  # see sql/migrations/0009 and 0010
 CHECKPOINT_EVERY_S = 300.0
 CHECKPOINT_AFTER_EVENTS = 5_000_000  # or sooner, after this many events folded or replayed
+CHECKPOINT_RETRY_S = 60.0  # after a failed checkpoint
+# Experiments recomputed: running, paused, and stopped within this window. The others' states
+# leave memory at the next checkpoint and come back from it if a (late) event arrives.
+STOPPED_WINDOW = timedelta(days=1)
 _NEW = "\x00new:"  # a metric whose name is looked up once its COPY has finished
 
 
@@ -47,19 +52,24 @@ class FoldStats:
 
 
 class Folder:
-    """Holds the per-unit states of every experiment while this process is the leader."""
+    """Holds the per-unit states of the recomputed experiments while this process leads."""
 
     def __init__(self) -> None:
         self.states: dict[str, ExperimentUnits] | None = None
+        self.evicted: set[str] = set()  # states in the checkpoint only (see STOPPED_WINDOW)
         self.xid = 0  # the watermark the states are at
         self.names: dict[int, str] = {}  # metric hash -> name
         self.checkpoint_every_s = CHECKPOINT_EVERY_S
         self._checkpoint_at = time.monotonic()
+        self._checkpoint_retry_at = 0.0
         self._since_checkpoint = 0
+        self._dirty: set[str] = set()  # states changed since the checkpoint
 
     def forget(self) -> None:
         """Drop the in-memory states (leadership lost, or a fold failed)."""
         self.states = None
+        self.evicted = set()
+        self._dirty = set()
 
     async def fold(self, conn: asyncpg.Connection) -> FoldStats:
         """Fold every event committed since the watermark; load the states first if needed."""
@@ -93,6 +103,8 @@ class Folder:
                     lo = await self._load(conn, row, lo, stats)
                 stats.lo, stats.hi = lo, max(hi, lo)
                 if hi > lo:
+                    # After the load: a replay applies the cut-offs pinned by earlier folds.
+                    await conn.execute(db.q("fold_cutoffs_pin"), lo)
                     deltas: dict[str, Deltas] = {}
                     stats.events = await self._fold_range(conn, lo, hi, deltas, stats)
                     t = time.perf_counter()
@@ -104,46 +116,67 @@ class Folder:
         except BaseException:
             self.forget()  # may hold part of a fold that did not commit
             raise
-        if self._since_checkpoint and (
-                time.monotonic() - self._checkpoint_at >= self.checkpoint_every_s
+        now = time.monotonic()
+        if self._since_checkpoint and now >= self._checkpoint_retry_at and (
+                now - self._checkpoint_at >= self.checkpoint_every_s
                 or self._since_checkpoint >= CHECKPOINT_AFTER_EVENTS):
             t = time.perf_counter()
-            await self.checkpoint(conn)
+            try:
+                await self.checkpoint(conn)
+            except Exception:
+                # The fold committed: results go on; the checkpoint is tried again later.
+                log.exception("recompute checkpoint failed; retrying in %.0f s",
+                              CHECKPOINT_RETRY_S)
+                self._checkpoint_retry_at = now + CHECKPOINT_RETRY_S
             stats.seconds["checkpoint"] = time.perf_counter() - t
         stats.seconds["total"] = time.perf_counter() - t0
         return stats
 
     async def checkpoint(self, conn: asyncpg.Connection) -> int:
-        """Store the states as the checkpoint, if they are still the watermark's; bytes."""
-        if self.states is None:
+        """Store the states changed since the last checkpoint, if they are still the
+        watermark's, then let the states of experiments no longer recomputed leave memory;
+        returns the bytes written."""
+        states = self.states
+        if states is None:
             return 0
         async with conn.transaction():
+            await conn.execute(db.q("fold_version_set"), str(FOLD_VERSION))  # see 0009
             row = await conn.fetchrow(db.q("watermark_lock"))
             if row is None or int(row["xid_lo"]) != self.xid:
                 self.forget()  # another leader moved on: ours are stale
                 return 0
-            alive = {str(r["id"]) for r in await conn.fetch(
-                db.q("existing_experiments"), list(self.states))}
-            for exp_id in set(self.states) - alive:  # deleted experiments
-                del self.states[exp_id]
-            size = await db.write_checkpoint(conn, self.states, self.xid)
+            dirty = {e: states[e] for e in self._dirty if e in states}
+            size = await db.write_checkpoint(conn, dirty, self.xid)
+            active = {str(r["id"]): bool(r["active"]) for r in await conn.fetch(
+                db.q("fold_active"), list(states), STOPPED_WINDOW)}
+        # Committed: every state in memory is now also in the checkpoint.
+        self._dirty = set()
         self._checkpoint_at = time.monotonic()
         self._since_checkpoint = 0
-        log.info("recompute checkpoint at transaction %d: %d experiments, %.1f MB",
-                 self.xid, len(self.states), size / 1e6)
+        for exp_id in list(states):
+            if not active.get(exp_id, False):
+                del states[exp_id]
+                if exp_id in active:  # still exists: back from the checkpoint when needed
+                    self.evicted.add(exp_id)
+        log.info("recompute checkpoint at transaction %d: %d of %d experiments written, "
+                 "%.1f MB", self.xid, len(dirty), len(states) + len(self.evicted), size / 1e6)
         return size
 
     async def _reset(self, conn: asyncpg.Connection) -> None:
         await conn.execute(db.q("fold_reset"))
         await conn.execute(db.q("fold_reset_arms"))
+        # Folding everything again: every stop cuts every event dated after it.
+        await conn.execute(db.q("fold_cutoffs_clear"))
         if await conn.fetchval(db.q("v1_present")):
             await conn.execute(db.q("v1_drop"))
         self.states, self.xid = {}, 0
+        self.evicted, self._dirty = set(), set()
 
     async def _load(self, conn: asyncpg.Connection, row: asyncpg.Record, lo: int,
                     stats: FoldStats) -> int:
         """Make the in-memory states those of watermark `lo` (or reset); returns the watermark."""
         t = time.perf_counter()
+        self.evicted, self._dirty = set(), set()
         v1 = await conn.fetchval(db.q("v1_present"))
         if lo == 0:
             self.states = {}
@@ -166,7 +199,14 @@ class Folder:
                             "refolding all events", cp, lo)
                 await self._reset(conn)
                 return 0
-            self.states = await db.read_checkpoint(conn) if cp is not None else {}
+            self.states = {}
+            if cp is not None:
+                # Only the recomputed experiments; the others stay in the checkpoint.
+                stored = await db.checkpoint_experiments(conn)
+                active = {str(r["id"]) for r in await conn.fetch(
+                    db.q("fold_active"), sorted(stored), STOPPED_WINDOW) if r["active"]}
+                self.states = await db.read_checkpoint(conn, sorted(stored & active))
+                self.evicted = stored - active
             await self._learn_names(conn)  # before the replay meets those metrics
             start = int(cp) if cp is not None else 0
             if start < lo:
@@ -196,17 +236,29 @@ class Folder:
         states = self.states
         assert states is not None
 
+        # Rows of experiments whose state is only in the checkpoint wait for it (it cannot be
+        # read while a COPY runs on this connection).
+        waiting: dict[str, tuple[list[db.Rows], list[db.Rows]]] = {}
+
         def delta(exp_id: str) -> Deltas | None:
             return None if deltas is None else deltas.setdefault(exp_id, Deltas())
 
-        def fold_exposures(rows: db.Rows) -> None:
+        def fold_exposures(rows: db.Rows, evicted: bool = True) -> None:
             for exp_id, r in db.by_experiment(rows):
+                if evicted and exp_id in self.evicted:
+                    waiting.setdefault(exp_id, ([], []))[0].append(r)
+                    continue
+                self._dirty.add(exp_id)
                 states.setdefault(exp_id, ExperimentUnits()).fold_exposures(
                     r["unit"].astype(np.int64), r["variant"], r["ts"].astype(np.int64),
                     r["tie"].astype(np.int64), delta(exp_id))
 
-        def fold_metrics(rows: db.Rows) -> None:
+        def fold_metrics(rows: db.Rows, evicted: bool = True) -> None:
             for exp_id, r in db.by_experiment(rows):
+                if evicted and exp_id in self.evicted:
+                    waiting.setdefault(exp_id, ([], []))[1].append(r)
+                    continue
+                self._dirty.add(exp_id)
                 st = states.setdefault(exp_id, ExperimentUnits())
                 hashes = r["metric"]
                 for h in np.unique(hashes).tolist():
@@ -230,6 +282,16 @@ class Folder:
         t = time.perf_counter()
         n += await db.copy_rows(conn, db.q("fold_read_metrics"), (lo, hi), db.METRIC_ROW,
                                 on_metrics)
+        if waiting:
+            # Late events of experiments no longer recomputed: their states come back.
+            states.update(await db.read_checkpoint(conn, sorted(waiting)))
+            self.evicted -= set(waiting)
+            await self._learn_names(conn)
+            for exps, mets in waiting.values():
+                for r in exps:
+                    fold_exposures(r, evicted=False)
+                for r in mets:
+                    fold_metrics(r, evicted=False)
         await self._name_new_metrics(conn, lo, hi, deltas)
         stats.seconds[f"{step}_metrics"] = time.perf_counter() - t
         return n
@@ -251,6 +313,10 @@ class Folder:
                 assert name not in st.metrics, name
                 st.metrics[name] = st.metrics.pop(m)
             if deltas is not None and exp_id in deltas:
-                d = deltas[exp_id]
-                d.metrics = {(arm, self.names[int(m[len(_NEW):])] if m.startswith(_NEW) else m): v
-                             for (arm, m), v in d.metrics.items()}
+                named: dict[tuple[int, str], list[float]] = {}
+                for (arm, m), v in deltas[exp_id].metrics.items():
+                    name = self.names[int(m[len(_NEW):])] if m.startswith(_NEW) else m
+                    cur = named.setdefault((arm, name), [0, 0, 0.0, 0.0])
+                    for i, x in enumerate(v):
+                        cur[i] += x
+                deltas[exp_id].metrics = named

@@ -23,13 +23,12 @@ from litmus.core.models import ArmStats, Experiment
 from litmus.core.snapshot import MetricAgg, build_results, unit_arm
 from litmus.db import experiments as db_experiments
 from litmus.db import results as db
-from litmus.services.fold import Folder, FoldStats
+from litmus.services.fold import STOPPED_WINDOW, Folder, FoldStats
 from litmus.services.registry import Registry
 
 log = logging.getLogger("litmus.recompute")
 # Any constant shared by every Litmus process; distinct from the migration lock.
 LEADER_LOCK = 0x4C49_5452
-STOPPED_WINDOW = timedelta(days=1)
 TIMELINE_POINTS = 60
 BANDIT_ACTOR = "litmus-bandit"
 SLOW_FOLD_S = 1.0  # a fold taking longer is logged with its steps

@@ -32,3 +32,14 @@ ALTER TABLE fold_checkpoint ALTER COLUMN data SET STORAGE EXTERNAL;
 -- empty state at transaction 0 (every event is replayed).
 ALTER TABLE recompute_watermark ADD COLUMN checkpoint_xid bigint;
 ALTER TABLE recompute_watermark ADD COLUMN checkpoint_at timestamptz;
+
+-- A stopped experiment's analysis ends at the stop: the fold leaves out its events dated after
+-- stopped_at. But an event dated after the stop can be folded before the stop is seen (a client
+-- clock ahead; up to 24 h is accepted), and a replay after the stop must decide exactly as the
+-- first fold did, or the in-memory state drifts from the per-arm tables. So the cut-off is
+-- pinned to the first fold that saw the stop: events committed at or after that fold's
+-- watermark (`xid`) and dated after the stop are left out; earlier ones were counted.
+CREATE TABLE fold_cutoffs (
+    experiment_id uuid PRIMARY KEY,
+    xid           bigint NOT NULL
+);
