@@ -5,6 +5,7 @@ raw events are gone)."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -61,6 +62,22 @@ async def assert_matches_raw_events(db: asyncpg.Connection, exp_id: str) -> None
         assert got[k]["sum_sq"] == pytest.approx(w["sum_sq"], rel=1e-9, abs=1e-9), k
 
 
+def new_leader(app_client: TestClient) -> Recompute:
+    """Another process's recompute (nothing in memory), driven by direct tick() calls."""
+    return Recompute(app_client.app[POOL], app_client.app[DSN], None, 3600)  # type: ignore[arg-type]
+
+
+async def folded_rounds(app_client: TestClient, db: asyncpg.Connection, exp_id: str,
+                        rng: np.random.Generator, rounds: int) -> Recompute:
+    """`rounds` rounds of events, each folded by the app's recompute; returns it."""
+    rec = app_client.app[RECOMPUTE]
+    now = datetime.now(UTC)
+    for _ in range(rounds):
+        await a_round(db, exp_id, rng, now)
+        await rec.tick()
+    return rec
+
+
 async def a_round(db: asyncpg.Connection, exp_id: str, rng: np.random.Generator,
                   now: datetime) -> int:
     """Exposures (some late and earlier, so units move arm) and two metrics; returns events."""
@@ -82,10 +99,7 @@ async def test_a_new_leader_loads_the_checkpoint_and_replays_only_what_followed(
     exp = await launched(app_client)
     now = datetime.now(UTC)
     rng = np.random.default_rng(21)
-    rec = app_client.app[RECOMPUTE]
-    for _ in range(2):
-        await a_round(db, exp["id"], rng, now)
-        await rec.tick()
+    rec = await folded_rounds(app_client, db, exp["id"], rng, 2)
     async with app_client.app[POOL].acquire() as conn:
         assert await rec.folder.checkpoint(conn) > 0
     cp = await db.fetchval("SELECT checkpoint_xid FROM recompute_watermark")
@@ -99,7 +113,7 @@ async def test_a_new_leader_loads_the_checkpoint_and_replays_only_what_followed(
     # Retention: the events the checkpoint covers are dropped.
     for table in ("exposures", "metric_events"):
         await db.execute(f"DELETE FROM {table} WHERE ingest_xid < $1", cp)
-    other = Recompute(app_client.app[POOL], app_client.app[DSN], None, 3600)  # type: ignore[arg-type]
+    other = new_leader(app_client)
     await other.tick()
     assert other.last_fold is not None and other.last_fold.replayed == third
     assert other.last_fold.events == 0
@@ -125,7 +139,7 @@ async def test_a_deposed_leader_reloads_before_it_folds_again(
     now = datetime.now(UTC)
     rng = np.random.default_rng(22)
     a = app_client.app[RECOMPUTE]
-    b = Recompute(app_client.app[POOL], app_client.app[DSN], None, 3600)  # type: ignore[arg-type]
+    b = new_leader(app_client)
     for i, leader in enumerate((a, b, a, b)):
         await a_round(db, exp["id"], rng, now)
         await leader.tick()
@@ -164,7 +178,7 @@ async def test_the_tables_of_the_previous_version_become_the_first_state(
         DELETE FROM exposures; DELETE FROM metric_events;
         DELETE FROM exposure_timeline_hourly;""")
     await rec.stop()
-    other = Recompute(app_client.app[POOL], app_client.app[DSN], None, 3600)  # type: ignore[arg-type]
+    other = new_leader(app_client)
     await insert(db, exp["id"], [], [(f"u{i}", "revenue", 1.0, None, now) for i in range(30)])
     await other.tick()
     assert await db.fetchval("SELECT to_regclass('unit_exposures_v1')") is None
@@ -260,7 +274,7 @@ async def test_the_stop_cut_off_is_decided_once_and_a_replay_keeps_it(
                                  json={"winner": "model_b"}, headers=ADMIN)
     assert resp.status == 200, await resp.text()
     await rec.stop()
-    other = Recompute(app_client.app[POOL], app_client.app[DSN], None, 3600)  # type: ignore[arg-type]
+    other = new_leader(app_client)
     await other.tick()
     assert other.last_fold is not None and other.last_fold.replayed == 2
     # A late exposure from before the stop moves u1 to model_b with its revenue; an event
@@ -286,12 +300,7 @@ async def test_checkpoints_in_many_parts_and_copy_in_many_chunks(
     monkeypatch.setattr(db_fold, "CHUNK_BYTES", 333)
     monkeypatch.setattr(db_fold, "CHECKPOINT_PART_BYTES", 96)
     exp = await launched(app_client)
-    now = datetime.now(UTC)
-    rng = np.random.default_rng(25)
-    rec = app_client.app[RECOMPUTE]
-    for _ in range(2):
-        await a_round(db, exp["id"], rng, now)
-        await rec.tick()
+    rec = await folded_rounds(app_client, db, exp["id"], np.random.default_rng(25), 2)
     await assert_matches_raw_events(db, exp["id"])
     async with app_client.app[POOL].acquire() as conn:
         await rec.folder.checkpoint(conn)
@@ -300,7 +309,7 @@ async def test_checkpoints_in_many_parts_and_copy_in_many_chunks(
     assert rec.folder.states is not None
     mine = rec.folder.states[exp["id"]].arrays()
     await rec.stop()
-    other = Recompute(app_client.app[POOL], app_client.app[DSN], None, 3600)  # type: ignore[arg-type]
+    other = new_leader(app_client)
     await other.tick()
     assert other.folder.states is not None
     loaded = other.folder.states[exp["id"]].arrays()
@@ -315,17 +324,13 @@ async def test_a_checkpoint_ahead_of_the_watermark_refolds_everything(
     """A checkpoint newer than the watermark cannot be the state of the per-arm tables (say,
     the tables were restored from another backup): the next leader folds every event again."""
     exp = await launched(app_client)
-    now = datetime.now(UTC)
-    rng = np.random.default_rng(26)
-    rec = app_client.app[RECOMPUTE]
-    await a_round(db, exp["id"], rng, now)
-    await rec.tick()
+    rec = await folded_rounds(app_client, db, exp["id"], np.random.default_rng(26), 1)
     async with app_client.app[POOL].acquire() as conn:
         await rec.folder.checkpoint(conn)
     await rec.stop()
     await db.execute("UPDATE recompute_watermark SET checkpoint_xid = xid_lo + 1000")
     await db.execute("UPDATE arm_exposures SET units = units + 7")  # garbage the refold drops
-    other = Recompute(app_client.app[POOL], app_client.app[DSN], None, 3600)  # type: ignore[arg-type]
+    other = new_leader(app_client)
     await other.tick()
     assert await db.fetchval("SELECT checkpoint_xid FROM recompute_watermark") is None
     await assert_matches_raw_events(db, exp["id"])
@@ -351,7 +356,7 @@ async def test_stopped_experiments_leave_memory_and_come_back_for_late_events(
     assert rec.folder.states is not None
     assert set(rec.folder.states) == {live["id"]} and rec.folder.evicted == {old["id"]}
     await rec.stop()
-    other = Recompute(app_client.app[POOL], app_client.app[DSN], None, 3600)  # type: ignore[arg-type]
+    other = new_leader(app_client)
     await other.tick()
     assert other.folder.states is not None and set(other.folder.states) == {live["id"]}
     await a_round(db, old["id"], rng, now - timedelta(days=3))
@@ -364,13 +369,15 @@ async def test_stopped_experiments_leave_memory_and_come_back_for_late_events(
 
 
 async def test_a_failing_checkpoint_does_not_stop_the_results(
-        app_client: TestClient, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+        app_client: TestClient, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """The fold has committed when its checkpoint runs: a checkpoint error is logged, the
     snapshots are still computed, and the checkpoint is tried again later."""
     from litmus.db import fold as db_fold
 
     exp = await launched(app_client)
     rec = app_client.app[RECOMPUTE]
+    await rec.stop()  # no tick of its own loop in between: this test drives them
     rec.folder.checkpoint_every_s = 0.0
 
     async def boom(*_: Any) -> int:
@@ -378,8 +385,15 @@ async def test_a_failing_checkpoint_does_not_stop_the_results(
 
     monkeypatch.setattr(db_fold, "write_checkpoint", boom)
     await a_round(db, exp["id"], np.random.default_rng(28), datetime.now(UTC))
-    assert exp["id"] in await rec.tick()
-    assert rec.last_fold is not None and "checkpoint" in rec.last_fold.seconds
+    with caplog.at_level(logging.ERROR, logger="litmus.recompute"):
+        assert exp["id"] in await rec.tick()
+    assert "recompute checkpoint failed" in caplog.text
     snap = await results(app_client, exp["id"])
     assert snap["exposures"]["total_units"] > 0
     await assert_matches_raw_events(db, exp["id"])
+    # Not again on the next tick: it waits before retrying.
+    caplog.clear()
+    await a_round(db, exp["id"], np.random.default_rng(29), datetime.now(UTC))
+    with caplog.at_level(logging.ERROR, logger="litmus.recompute"):
+        await rec.tick()
+    assert "recompute checkpoint failed" not in caplog.text
