@@ -114,6 +114,8 @@ class _Recompute:
 
     last_finished: float | None = None  # time.time() of the last successful pass
     failures: int = 0
+    last_checkpoint: float | None = None  # time.time() of the last results checkpoint
+    checkpoint_failures: int = 0
 
 
 RECOMPUTE = _Recompute()
@@ -150,6 +152,14 @@ def recompute_finished(seconds: float, ok: bool = True) -> None:
         RECOMPUTE.last_finished = time.time()
     else:
         RECOMPUTE.failures += 1
+
+
+def checkpoint_finished(ok: bool) -> None:
+    """The recompute leader wrote (or failed to write) its per-unit checkpoint."""
+    if ok:
+        RECOMPUTE.last_checkpoint = time.time()
+    else:
+        RECOMPUTE.checkpoint_failures += 1
 
 
 def config_propagated(seconds: float) -> None:
@@ -303,6 +313,13 @@ def _family_sources() -> Iterator[Metric]:
                                 value=RECOMPUTE.last_finished)
     yield CounterMetricFamily("litmus_recompute_failures",
                               "Recompute passes that failed", value=RECOMPUTE.failures)
+    if RECOMPUTE.last_checkpoint is not None:
+        yield GaugeMetricFamily("litmus_recompute_last_checkpoint_timestamp_seconds",
+                                "Unix time of this process's last per-unit state checkpoint",
+                                value=RECOMPUTE.last_checkpoint)
+    yield CounterMetricFamily("litmus_recompute_checkpoint_failures",
+                              "Per-unit state checkpoints that failed",
+                              value=RECOMPUTE.checkpoint_failures)
     if s.snapshot_age_s is not None:
         yield GaugeMetricFamily(
             "litmus_results_snapshot_age_seconds",

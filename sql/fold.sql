@@ -44,7 +44,9 @@ TRUNCATE arm_exposures, arm_metrics, exposure_timeline, exposure_timeline_hourly
 -- name: fold_cutoffs_pin
 -- Pin the stop cut-off of every experiment this fold is the first to see stopped (0010).
 INSERT INTO fold_cutoffs (experiment_id, xid)
-SELECT id, $1 FROM experiments WHERE stopped_at IS NOT NULL
+SELECT id, $1 FROM experiments x
+WHERE stopped_at IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM fold_cutoffs c WHERE c.experiment_id = x.id)
 ON CONFLICT (experiment_id) DO NOTHING;
 
 -- name: fold_cutoffs_clear

@@ -25,6 +25,7 @@ from datetime import timedelta
 import asyncpg
 import numpy as np
 
+from litmus import metrics
 from litmus.core.unitfold import Deltas, ExperimentUnits
 from litmus.db import fold as db
 
@@ -123,10 +124,12 @@ class Folder:
             t = time.perf_counter()
             try:
                 await self.checkpoint(conn)
+                metrics.checkpoint_finished(ok=True)
             except Exception:
                 # The fold committed: results go on; the checkpoint is tried again later.
                 log.exception("recompute checkpoint failed; retrying in %.0f s",
                               CHECKPOINT_RETRY_S)
+                metrics.checkpoint_finished(ok=False)
                 self._checkpoint_retry_at = now + CHECKPOINT_RETRY_S
             stats.seconds["checkpoint"] = time.perf_counter() - t
         stats.seconds["total"] = time.perf_counter() - t0
@@ -224,7 +227,9 @@ class Folder:
         """Know the hash of every metric the states hold (they store names only)."""
         assert self.states is not None
         known = set(self.names.values())
-        todo = sorted({m for st in self.states.values() for m in st.metrics} - known)
+        # Placeholders (metrics first seen in a COPY still being named) are not names.
+        todo = sorted({m for st in self.states.values() for m in st.metrics
+                       if not m.startswith(_NEW)} - known)
         if todo:
             for r in await conn.fetch("SELECT m, hashtextextended(m, 0) AS h "
                                       "FROM unnest($1::text[]) m", todo):
@@ -289,9 +294,9 @@ class Folder:
             await self._learn_names(conn)
             for exps, mets in waiting.values():
                 for r in exps:
-                    fold_exposures(r, evicted=False)
+                    await asyncio.to_thread(fold_exposures, r, False)
                 for r in mets:
-                    fold_metrics(r, evicted=False)
+                    await asyncio.to_thread(fold_metrics, r, False)
         await self._name_new_metrics(conn, lo, hi, deltas)
         stats.seconds[f"{step}_metrics"] = time.perf_counter() - t
         return n

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
+from litmus import metrics
 from litmus.app import create_app
 from litmus.keys import DSN, POOL, RECOMPUTE
 from litmus.services.recompute import Recompute
@@ -385,9 +386,11 @@ async def test_a_failing_checkpoint_does_not_stop_the_results(
 
     monkeypatch.setattr(db_fold, "write_checkpoint", boom)
     await a_round(db, exp["id"], np.random.default_rng(28), datetime.now(UTC))
+    failures = metrics.RECOMPUTE.checkpoint_failures
     with caplog.at_level(logging.ERROR, logger="litmus.recompute"):
         assert exp["id"] in await rec.tick()
     assert "recompute checkpoint failed" in caplog.text
+    assert metrics.RECOMPUTE.checkpoint_failures == failures + 1  # on /metrics
     snap = await results(app_client, exp["id"])
     assert snap["exposures"]["total_units"] > 0
     await assert_matches_raw_events(db, exp["id"])
@@ -397,3 +400,80 @@ async def test_a_failing_checkpoint_does_not_stop_the_results(
     with caplog.at_level(logging.ERROR, logger="litmus.recompute"):
         await rec.tick()
     assert "recompute checkpoint failed" not in caplog.text
+
+
+async def test_a_late_event_of_an_evicted_experiment_with_a_new_metric_folds(
+        app_client: TestClient, db: asyncpg.Connection) -> None:
+    """One fold holds a late event of an experiment whose state is only in the checkpoint and
+    a metric nobody has seen yet: the state comes back while the new metric is still unnamed,
+    and the fold goes through (it used to send the placeholder name to PostgreSQL and fail
+    on every tick)."""
+    rec = app_client.app[RECOMPUTE]
+    await rec.stop()
+    old, live = await launched(app_client, key="old"), await launched(app_client, key="live")
+    now = datetime.now(UTC)
+    for e in (old, live):
+        await insert(db, e["id"], [("u1", 0, now - timedelta(days=3))],
+                     [("u1", "revenue", 1.0, None, now - timedelta(days=3))])
+    await rec.tick()
+    await db.execute("UPDATE experiments SET status = 'stopped', stopped_at = now() - "
+                     "interval '2 days' WHERE id = $1", uuid.UUID(old["id"]))
+    async with app_client.app[POOL].acquire() as conn:
+        await rec.folder.checkpoint(conn)
+    assert rec.folder.evicted == {old["id"]}
+    await insert(db, old["id"], [("u2", 1, now - timedelta(days=3))],
+                 [("u2", "brand_new", 3.0, None, now - timedelta(days=3))])
+    await insert(db, live["id"], [], [("u1", "brand_new", 2.0, None, now)])
+    await rec.tick()
+    for e in (old, live):
+        await assert_matches_raw_events(db, e["id"])
+
+
+async def test_states_a_new_leader_replayed_go_into_its_checkpoint(
+        app_client: TestClient, db: asyncpg.Connection) -> None:
+    """Leader B replays what A folded after A's checkpoint, then writes its own checkpoint,
+    which must hold the replayed state (not A's older one) since it is marked at B's
+    watermark. C, loading B's checkpoint with the older events gone, has the tables' state."""
+    exp = await launched(app_client)
+    rng = np.random.default_rng(30)
+    a = await folded_rounds(app_client, db, exp["id"], rng, 2)
+    async with app_client.app[POOL].acquire() as conn:
+        await a.folder.checkpoint(conn)
+    await folded_rounds(app_client, db, exp["id"], rng, 1)
+    await a.stop()
+    b = new_leader(app_client)
+    await b.tick()
+    assert b.last_fold is not None and b.last_fold.replayed > 0
+    async with app_client.app[POOL].acquire() as conn:
+        await b.folder.checkpoint(conn)
+    cp = await db.fetchval("SELECT checkpoint_xid FROM recompute_watermark")
+    await b.stop()
+    for table in ("exposures", "metric_events"):
+        await db.execute(f"DELETE FROM {table} WHERE ingest_xid < $1", cp)
+    c = new_leader(app_client)
+    await c.tick()
+    assert c.last_fold is not None and c.last_fold.replayed == 0
+    await assert_arm_tables_match_state(db, c.folder, exp["id"])
+    await c.stop()
+
+
+async def test_a_refold_from_scratch_cuts_every_event_dated_after_the_stop(
+        app_client: TestClient, db: asyncpg.Connection) -> None:
+    """An exposure dated after the stop, folded before the stop was seen, stays counted by
+    the folds that follow; a manual re-fold starts over and, like SPEC's rule, leaves out
+    every event dated after the stop."""
+    exp = await launched(app_client)
+    now = datetime.now(UTC)
+    rec = app_client.app[RECOMPUTE]
+    await insert(db, exp["id"], [("w", 0, now - timedelta(hours=1)),
+                                 ("ahead", 1, now + timedelta(minutes=10))], [])
+    await rec.tick()
+    resp = await app_client.post(f"/api/v1/experiments/{exp['id']}/stop",
+                                 json={"winner": "model_b"}, headers=ADMIN)
+    assert resp.status == 200
+    await insert(db, exp["id"], [("x", 2, now - timedelta(minutes=5))], [])
+    await rec.tick()
+    assert await arm_units(db, exp["id"]) == {0: 1, 1: 1, 2: 1}
+    await db.execute("DELETE FROM recompute_watermark")
+    await rec.tick()
+    assert await arm_units(db, exp["id"]) == {0: 1, 2: 1}

@@ -147,3 +147,41 @@ def test_arrays_round_trip_and_rows_rebuild_the_same_state() -> None:
                             np.concatenate([m.total, np.zeros(half)]),
                             np.concatenate([m.events, np.zeros(half, np.int64)]))})
     assert_same(rows.arm_totals(), st.arm_totals())
+
+
+async def test_binary_copy_rows_are_parsed_across_chunks_and_bad_streams_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fold's binary COPY reader: rows split anywhere between chunks come out whole and in
+    order; a stream with header flags, one cut off before its trailer, or only a header is
+    an error, never a silent short read."""
+    from litmus.db import fold as db_fold
+
+    monkeypatch.setattr(db_fold, "CHUNK_BYTES", 50)
+    dtype = db_fold.METRIC_ROW
+    rows = np.zeros(7, dtype)
+    rows["nfields"] = 4
+    for name, size in (("exp", 16), ("unit", 8), ("metric", 8), ("value", 8)):
+        rows[f"{name}_len"] = size
+    rows["unit"] = np.arange(7) * 11
+    rows["value"] = np.arange(7) / 2
+    header = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+    body = header + rows.tobytes() + b"\xff\xff"
+
+    async def run(stream: bytes, step: int) -> list[float]:
+        got: list[float] = []
+
+        async def keep(r: object) -> None:
+            got.extend(np.asarray(r)["value"].tolist())  # type: ignore[index]
+
+        reader = db_fold._RowReader(dtype, keep)
+        for i in range(0, len(stream), step):
+            await reader.feed(stream[i:i + step])
+        await reader.finish()
+        return got
+
+    for step in (1, 7, 13, 1000):
+        assert await run(body, step) == (np.arange(7) / 2).tolist()
+    for bad in (body[:-2], header[:11] + b"\x00\x01\x00\x00" + bytes(4) + body[19:], header,
+                body[:-30]):
+        with pytest.raises(ValueError):
+            await run(bad, 9)
