@@ -182,9 +182,9 @@ class Folder:
         self.evicted, self._dirty = set(), set()
         v1 = await conn.fetchval(db.q("v1_present"))
         if lo == 0:
-            self.states = {}
-            if v1:  # nothing was ever folded into them
-                await conn.execute(db.q("v1_drop"))
+            # Nothing folded yet (or the watermark was set back by hand): start from empty
+            # everywhere, so no stored checkpoint row, per-arm row or pin outlives it.
+            await self._reset(conn)
         elif v1:
             # The first leader of this version: the tables of the previous one are current.
             self.states = await db.read_v1_tables(conn)
@@ -217,7 +217,7 @@ class Folder:
         await self._learn_names(conn)
         if lo > 0:
             log.info("recompute: per-unit state of %d experiments loaded at transaction %d in "
-                     "%.2f s (%d events replayed)", len(self.states), lo,
+                     "%.2f s (%d events replayed)", len(self.states or {}), lo,
                      time.perf_counter() - t, stats.replayed)
         stats.seconds["load"] = time.perf_counter() - t
         self.xid = lo

@@ -477,3 +477,20 @@ async def test_a_refold_from_scratch_cuts_every_event_dated_after_the_stop(
     await db.execute("DELETE FROM recompute_watermark")
     await rec.tick()
     assert await arm_units(db, exp["id"]) == {0: 1, 2: 1}
+
+
+async def test_a_watermark_set_back_to_zero_by_hand_starts_over(
+        app_client: TestClient, db: asyncpg.Connection) -> None:
+    """A watermark of 0 means nothing is folded: a leader finding one empties the per-arm
+    tables and the checkpoint before it folds every event, instead of adding them again."""
+    exp = await launched(app_client)
+    rec = await folded_rounds(app_client, db, exp["id"], np.random.default_rng(31), 2)
+    async with app_client.app[POOL].acquire() as conn:
+        await rec.folder.checkpoint(conn)
+    await rec.stop()
+    await db.execute("UPDATE recompute_watermark SET xid_lo = 0")
+    other = new_leader(app_client)
+    await other.tick()
+    await assert_matches_raw_events(db, exp["id"])
+    await assert_arm_tables_match_state(db, other.folder, exp["id"])
+    await other.stop()
