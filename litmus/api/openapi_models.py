@@ -22,7 +22,9 @@ from litmus.api.schemas import (
 )
 
 Ref = Annotated[str, StringConstraints(min_length=1)]
-UnitId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_UNIT_ID)]
+# No NUL: unit ids are stored in PostgreSQL text columns, which cannot hold it (assign.py).
+UnitId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_UNIT_ID,
+                                          pattern=r"^[^\x00]*$")]
 Status = Literal["draft", "running", "paused", "stopped"]
 Reason = Literal["draft", "paused", "stopped", "override", "targeting", "winner", "ramp", "assigned"]
 
