@@ -127,13 +127,6 @@ ORDER BY experiment_id, name, part;
 -- name: checkpoint_experiments
 SELECT DISTINCT experiment_id FROM fold_checkpoint;
 
--- name: fold_active
--- Which of these experiments still exist, and whether results are recomputed for them (the
--- same rule as recompute_targets in queries.sql).
-SELECT id, status IN ('running', 'paused')
-           OR (status = 'stopped' AND stopped_at > now() - $2::interval) AS active
-FROM experiments WHERE id = ANY($1::uuid[]);
-
 -- name: v1_present
 SELECT to_regclass('unit_exposures_v1') IS NOT NULL;
 

@@ -52,10 +52,9 @@ def memory_bytes() -> int:
 def embedded_settings(memory: int | None = None) -> dict[str, str]:
     """Server settings for the embedded PostgreSQL, from the memory available.
 
-    The default 128 MB of shared buffers no longer holds the results side's per-unit tables at
-    a few million units (about 600 MB at 10 M events), and every fold then reads and evicts
-    pages through the kernel: an eighth of the memory, between 128 MB and 1 GB, keeps them in.
-    Checkpoints further apart (by time and by WAL volume) mean fewer full-page images: the
+    An eighth of the memory as shared buffers, between 128 MB and 1 GB: room for the recent
+    event pages that ingestion writes and each fold reads back. Checkpoints further apart (by time and by WAL
+    volume) mean fewer full-page images during COPY bursts and the results checkpoint: the
     first change of a page after a checkpoint writes the whole page to the WAL."""
     memory = memory_bytes() if memory is None else memory
     mb = max(128, min(1024, memory // 8 // (1 << 20)))

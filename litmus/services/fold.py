@@ -28,6 +28,7 @@ import numpy as np
 from litmus import metrics
 from litmus.core.unitfold import Deltas, ExperimentUnits
 from litmus.db import fold as db
+from litmus.db import results as results_db
 
 log = logging.getLogger("litmus.recompute")
 
@@ -150,17 +151,14 @@ class Folder:
                 return 0
             dirty = {e: states[e] for e in self._dirty if e in states}
             size = await db.write_checkpoint(conn, dirty, self.xid)
-            active = {str(r["id"]): bool(r["active"]) for r in await conn.fetch(
-                db.q("fold_active"), list(states), STOPPED_WINDOW)}
+            active = set(await results_db.recompute_targets(conn, STOPPED_WINDOW))
         # Committed: every state in memory is now also in the checkpoint.
         self._dirty = set()
         self._checkpoint_at = time.monotonic()
         self._since_checkpoint = 0
-        for exp_id in list(states):
-            if not active.get(exp_id, False):
-                del states[exp_id]
-                if exp_id in active:  # still exists: back from the checkpoint when needed
-                    self.evicted.add(exp_id)
+        for exp_id in set(states) - active:  # back from the checkpoint when needed
+            del states[exp_id]
+            self.evicted.add(exp_id)
         log.info("recompute checkpoint at transaction %d: %d of %d experiments written, "
                  "%.1f MB", self.xid, len(dirty), len(states) + len(self.evicted), size / 1e6)
         return size
@@ -206,8 +204,7 @@ class Folder:
             if cp is not None:
                 # Only the recomputed experiments; the others stay in the checkpoint.
                 stored = await db.checkpoint_experiments(conn)
-                active = {str(r["id"]) for r in await conn.fetch(
-                    db.q("fold_active"), sorted(stored), STOPPED_WINDOW) if r["active"]}
+                active = set(await results_db.recompute_targets(conn, STOPPED_WINDOW))
                 self.states = await db.read_checkpoint(conn, sorted(stored & active))
                 self.evicted = stored - active
             await self._learn_names(conn)  # before the replay meets those metrics
@@ -248,23 +245,25 @@ class Folder:
         def delta(exp_id: str) -> Deltas | None:
             return None if deltas is None else deltas.setdefault(exp_id, Deltas())
 
-        def fold_exposures(rows: db.Rows, evicted: bool = True) -> None:
-            for exp_id, r in db.by_experiment(rows):
-                if evicted and exp_id in self.evicted:
-                    waiting.setdefault(exp_id, ([], []))[0].append(r)
-                    continue
-                self._dirty.add(exp_id)
-                states.setdefault(exp_id, ExperimentUnits()).fold_exposures(
-                    r["unit"].astype(np.int64), r["variant"], r["ts"].astype(np.int64),
-                    r["tie"].astype(np.int64), delta(exp_id))
+        def state(exp_id: str, rows: db.Rows, kind: int) -> ExperimentUnits | None:
+            """The state to fold `rows` into, or None when they wait (kind 0: exposures)."""
+            if exp_id in self.evicted:
+                waiting.setdefault(exp_id, ([], []))[kind].append(rows)
+                return None
+            self._dirty.add(exp_id)
+            return states.setdefault(exp_id, ExperimentUnits())
 
-        def fold_metrics(rows: db.Rows, evicted: bool = True) -> None:
+        def fold_exposures(rows: db.Rows) -> None:
             for exp_id, r in db.by_experiment(rows):
-                if evicted and exp_id in self.evicted:
-                    waiting.setdefault(exp_id, ([], []))[1].append(r)
+                if (st := state(exp_id, r, 0)) is not None:
+                    st.fold_exposures(r["unit"].astype(np.int64), r["variant"],
+                                      r["ts"].astype(np.int64), r["tie"].astype(np.int64),
+                                      delta(exp_id))
+
+        def fold_metrics(rows: db.Rows) -> None:
+            for exp_id, r in db.by_experiment(rows):
+                if (st := state(exp_id, r, 1)) is None:
                     continue
-                self._dirty.add(exp_id)
-                st = states.setdefault(exp_id, ExperimentUnits())
                 hashes = r["metric"]
                 for h in np.unique(hashes).tolist():
                     sel = r[hashes == h]
@@ -290,13 +289,13 @@ class Folder:
         if waiting:
             # Late events of experiments no longer recomputed: their states come back.
             states.update(await db.read_checkpoint(conn, sorted(waiting)))
-            self.evicted -= set(waiting)
+            self.evicted -= set(waiting)  # so the rows below fold instead of waiting again
             await self._learn_names(conn)
             for exps, mets in waiting.values():
                 for r in exps:
-                    await asyncio.to_thread(fold_exposures, r, False)
+                    await asyncio.to_thread(fold_exposures, r)
                 for r in mets:
-                    await asyncio.to_thread(fold_metrics, r, False)
+                    await asyncio.to_thread(fold_metrics, r)
         await self._name_new_metrics(conn, lo, hi, deltas)
         stats.seconds[f"{step}_metrics"] = time.perf_counter() - t
         return n

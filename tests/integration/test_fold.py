@@ -63,6 +63,12 @@ async def assert_matches_raw_events(db: asyncpg.Connection, exp_id: str) -> None
         assert got[k]["sum_sq"] == pytest.approx(w["sum_sq"], rel=1e-9, abs=1e-9), k
 
 
+async def checkpoint(app_client: TestClient, rec: Recompute) -> int:
+    """Write `rec`'s checkpoint now (as its fold does every 5 minutes); returns bytes."""
+    async with app_client.app[POOL].acquire() as conn:
+        return await rec.folder.checkpoint(conn)
+
+
 def new_leader(app_client: TestClient) -> Recompute:
     """Another process's recompute (nothing in memory), driven by direct tick() calls."""
     return Recompute(app_client.app[POOL], app_client.app[DSN], None, 3600)  # type: ignore[arg-type]
@@ -101,8 +107,7 @@ async def test_a_new_leader_loads_the_checkpoint_and_replays_only_what_followed(
     now = datetime.now(UTC)
     rng = np.random.default_rng(21)
     rec = await folded_rounds(app_client, db, exp["id"], rng, 2)
-    async with app_client.app[POOL].acquire() as conn:
-        assert await rec.folder.checkpoint(conn) > 0
+    assert await checkpoint(app_client, rec) > 0
     cp = await db.fetchval("SELECT checkpoint_xid FROM recompute_watermark")
     assert cp == rec.folder.xid
     third = await a_round(db, exp["id"], rng, now)
@@ -266,8 +271,7 @@ async def test_the_stop_cut_off_is_decided_once_and_a_replay_keeps_it(
     rec = app_client.app[RECOMPUTE]
     await insert(db, exp["id"], [("w", 0, now - timedelta(hours=1))], [])
     await rec.tick()
-    async with app_client.app[POOL].acquire() as conn:
-        assert await rec.folder.checkpoint(conn) > 0
+    assert await checkpoint(app_client, rec) > 0
     ahead = now + timedelta(minutes=10)
     await insert(db, exp["id"], [("u1", 0, ahead)], [("u1", "revenue", 5.0, None, ahead)])
     await rec.tick()
@@ -303,8 +307,7 @@ async def test_checkpoints_in_many_parts_and_copy_in_many_chunks(
     exp = await launched(app_client)
     rec = await folded_rounds(app_client, db, exp["id"], np.random.default_rng(25), 2)
     await assert_matches_raw_events(db, exp["id"])
-    async with app_client.app[POOL].acquire() as conn:
-        await rec.folder.checkpoint(conn)
+    await checkpoint(app_client, rec)
     assert await db.fetchval("SELECT fold_version FROM recompute_watermark") == 2
     assert await db.fetchval("SELECT max(part) FROM fold_checkpoint") > 10
     assert rec.folder.states is not None
@@ -326,8 +329,7 @@ async def test_a_checkpoint_ahead_of_the_watermark_refolds_everything(
     the tables were restored from another backup): the next leader folds every event again."""
     exp = await launched(app_client)
     rec = await folded_rounds(app_client, db, exp["id"], np.random.default_rng(26), 1)
-    async with app_client.app[POOL].acquire() as conn:
-        await rec.folder.checkpoint(conn)
+    await checkpoint(app_client, rec)
     await rec.stop()
     await db.execute("UPDATE recompute_watermark SET checkpoint_xid = xid_lo + 1000")
     await db.execute("UPDATE arm_exposures SET units = units + 7")  # garbage the refold drops
@@ -352,8 +354,7 @@ async def test_stopped_experiments_leave_memory_and_come_back_for_late_events(
     await rec.tick()
     await db.execute("UPDATE experiments SET status = 'stopped', stopped_at = now() - "
                      "interval '2 days' WHERE id = $1", uuid.UUID(old["id"]))
-    async with app_client.app[POOL].acquire() as conn:
-        await rec.folder.checkpoint(conn)
+    await checkpoint(app_client, rec)
     assert rec.folder.states is not None
     assert set(rec.folder.states) == {live["id"]} and rec.folder.evicted == {old["id"]}
     await rec.stop()
@@ -418,8 +419,7 @@ async def test_a_late_event_of_an_evicted_experiment_with_a_new_metric_folds(
     await rec.tick()
     await db.execute("UPDATE experiments SET status = 'stopped', stopped_at = now() - "
                      "interval '2 days' WHERE id = $1", uuid.UUID(old["id"]))
-    async with app_client.app[POOL].acquire() as conn:
-        await rec.folder.checkpoint(conn)
+    await checkpoint(app_client, rec)
     assert rec.folder.evicted == {old["id"]}
     await insert(db, old["id"], [("u2", 1, now - timedelta(days=3))],
                  [("u2", "brand_new", 3.0, None, now - timedelta(days=3))])
@@ -437,15 +437,13 @@ async def test_states_a_new_leader_replayed_go_into_its_checkpoint(
     exp = await launched(app_client)
     rng = np.random.default_rng(30)
     a = await folded_rounds(app_client, db, exp["id"], rng, 2)
-    async with app_client.app[POOL].acquire() as conn:
-        await a.folder.checkpoint(conn)
+    await checkpoint(app_client, a)
     await folded_rounds(app_client, db, exp["id"], rng, 1)
     await a.stop()
     b = new_leader(app_client)
     await b.tick()
     assert b.last_fold is not None and b.last_fold.replayed > 0
-    async with app_client.app[POOL].acquire() as conn:
-        await b.folder.checkpoint(conn)
+    await checkpoint(app_client, b)
     cp = await db.fetchval("SELECT checkpoint_xid FROM recompute_watermark")
     await b.stop()
     for table in ("exposures", "metric_events"):
@@ -485,8 +483,7 @@ async def test_a_watermark_set_back_to_zero_by_hand_starts_over(
     tables and the checkpoint before it folds every event, instead of adding them again."""
     exp = await launched(app_client)
     rec = await folded_rounds(app_client, db, exp["id"], np.random.default_rng(31), 2)
-    async with app_client.app[POOL].acquire() as conn:
-        await rec.folder.checkpoint(conn)
+    await checkpoint(app_client, rec)
     await rec.stop()
     await db.execute("UPDATE recompute_watermark SET xid_lo = 0")
     other = new_leader(app_client)

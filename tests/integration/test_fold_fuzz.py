@@ -19,11 +19,11 @@ from aiohttp.test_utils import TestClient
 
 from litmus.app import create_app
 from litmus.db import fold as db_fold
-from litmus.keys import POOL, RECOMPUTE
+from litmus.keys import RECOMPUTE
 from litmus.services import fold as svc_fold
 from litmus.settings import Settings
 from tests.conftest import ADMIN, launched
-from tests.integration.test_fold import new_leader
+from tests.integration.test_fold import checkpoint, new_leader
 from tests.integration.test_results import assert_arm_tables_match_state, insert
 
 # The fold's rule (sql/fold.sql): an event is left out when its experiment's stop was pinned
@@ -99,8 +99,7 @@ async def test_random_sequences_keep_the_tables_exact(app_client: TestClient,
         elif a < 7:
             await rec.tick()
         elif a == 7:
-            async with app_client.app[POOL].acquire() as conn:
-                await rec.folder.checkpoint(conn)
+            await checkpoint(app_client, rec)
         elif a == 8:
             cands = [e for e in exps if e not in stopped]
             if cands:
@@ -137,8 +136,7 @@ async def test_random_sequences_keep_the_tables_exact(app_client: TestClient,
     await rec.tick()
     for e in exps:
         await check(db, e)
-    async with app_client.app[POOL].acquire() as conn:
-        await rec.folder.checkpoint(conn)
+    await checkpoint(app_client, rec)
     await rec.stop()
     await other.stop()
     monkeypatch.setattr(svc_fold, "STOPPED_WINDOW", timedelta(days=3650))  # load them all
