@@ -37,14 +37,17 @@ lint: install ## ruff and mypy --strict
 
 bench: install ## benchmarks, each printed as a ratio against a baseline measured in the same run
 	$(PY) loadtests/bench_assign.py
+	$(PY) loadtests/bench_fastlane.py
 	$(PY) loadtests/bench_ingest.py
 	$(PY) loadtests/bench_recompute.py
+	$(PY) loadtests/bench_counterfactual.py
+	$(PY) loadtests/bench_covariates.py
 
 load: install ## locust, headless and bounded, against a local server
 	$(PY) loadtests/run_load.py
 
 simulate: install ## the live 5-model bandit simulation against a running `make run`
-	$(PY) scripts/live_bandit_simulation.py --base-url http://127.0.0.1:$${LITMUS_PORT:-8000}
+	$(PY) scripts/live_bandit_simulation.py --base-url http://127.0.0.1:$${LITMUS_PORT:-8000} $(ARGS)
 
 clean: ## remove the venv and the local data directory
 	rm -rf $(VENV) .litmus

@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import multiprocessing
-import os
-import signal
 import sys
 from dataclasses import replace
 
@@ -30,6 +27,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from litmus.logs import configure
     from litmus.serve import port_problem, serve_one, worker
     from litmus.services.auth import ensure_admin_token
+    from litmus.supervise import run_workers
 
     settings = _settings()
     if args.host:
@@ -46,9 +44,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if problem:
         print(f"litmus: {problem}", file=sys.stderr)
         return 1
+    fast = settings.fast_lane_port
+    problem = port_problem(settings.host, fast) if fast is not None else None
+    if problem:
+        problem = problem.replace("LITMUS_PORT or --port", "LITMUS_ASSIGN_PORT")
+        if settings.assign_port is not None:
+            print(f"litmus: {problem}", file=sys.stderr)
+            return 1
+        # Only the default (main port + 1) gives way to whoever holds it; a chosen one must be free.
+        print(f"litmus: the fast lane is off: {problem}", file=sys.stderr)
+        settings = replace(settings, assign_port=0)
     settings, generated = ensure_admin_token(settings)
     try:
-        dsn = asyncio.run(resolve_dsn(settings))
+        # This process started the embedded server, so it restarts it if it dies.
+        dsn = asyncio.run(resolve_dsn(settings, supervise=True))
         applied = asyncio.run(run_migrations(dsn))
     except Exception as exc:
         print(f"litmus: cannot open the database: {exc}", file=sys.stderr)
@@ -60,32 +69,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     where = f"http://{settings.host}:{settings.port}"
     print(f"Litmus is serving on {where} ({settings.workers} worker(s))", flush=True)
     print(f"  UI:    {where}/experiments", flush=True)
+    if settings.fast_lane_port is not None:
+        print(f"  Fast lane (assign, assign/batch, config, healthz): "
+              f"http://{settings.host}:{settings.fast_lane_port}", flush=True)
     if generated:
         print(f"  Admin token: {generated}", flush=True)
         print(f"  (kept in {settings.data_dir / 'admin_token'}; set ADMIN_API_TOKENS to choose your own)",
               flush=True)
+        print("  For the README's curl flow, in another terminal:", flush=True)
+        print(f"    export LITMUS_TOKEN={generated}", flush=True)
     else:
         print("  Admin token: the first of ADMIN_API_TOKENS", flush=True)
     if settings.workers == 1:
         serve_one(settings)
         return 0
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=worker, args=(settings,), daemon=False) for _ in range(settings.workers)]
-    for p in procs:
-        p.start()
-
-    def _forward(signum: int, _frame: object) -> None:
-        for p in procs:
-            if p.pid is not None and p.is_alive():
-                os.kill(p.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, _forward)
-    signal.signal(signal.SIGINT, _forward)
-    code = 0
-    for p in procs:
-        p.join()
-        code = code or (p.exitcode or 0)
-    return code
+    return run_workers(worker, (settings,), settings.workers)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -6,16 +6,29 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from litmus.api import assign, events, experiments, openapi, ops, results, ui
+from litmus.api import assign, events, experiments, openapi, ops, plan, results, ui
 from litmus.api.cors import cors_middlewares
-from litmus.api.middleware import auth_middleware, error_middleware
+from litmus.api.middleware import error_middleware, litmus_middleware
 from litmus.api.observability import observe_middleware
 from litmus.api.observability import setup as setup_observability
+from litmus.core.assignment import served_probability
 from litmus.db.pool import open_database
-from litmus.keys import AUTH, DSN, POOL, RECOMPUTE, REGISTRY, SETTINGS
+from litmus.keys import (
+    AUTH,
+    DRAIN,
+    DSN,
+    EXPOSURE_HOOK,
+    INGEST,
+    POOL,
+    RECOMPUTE,
+    REGISTRY,
+    SETTINGS,
+    Drain,
+)
 from litmus.services.auth import Authenticator
+from litmus.services.ingest import Ingestor, exposure_row
 from litmus.services.recompute import Recompute
-from litmus.services.registry import Registry
+from litmus.services.registry import Entry, Registry
 from litmus.settings import Settings
 
 
@@ -46,7 +59,8 @@ async def registry_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def recompute_ctx(app: web.Application) -> AsyncIterator[None]:
     """The leader-elected results and bandit loop (every process competes for the lock)."""
-    recompute = Recompute(app[POOL], app[DSN], app[REGISTRY], app[SETTINGS].recompute_interval_s)
+    recompute = Recompute(app[POOL], app[DSN], app[REGISTRY], app[SETTINGS].recompute_interval_s,
+                          alert_webhook_url=app[SETTINGS].alert_webhook_url)
     app[RECOMPUTE] = recompute
     await recompute.start()
     try:
@@ -55,19 +69,56 @@ async def recompute_ctx(app: web.Application) -> AsyncIterator[None]:
         await recompute.stop()
 
 
+async def ingest_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The ingest writer: started after the registry, drained before the pool closes; it logs
+    every exposure the assign routes answer."""
+    ingestor = Ingestor.from_settings(app[DSN], app[SETTINGS])
+    await ingestor.start()
+    app[INGEST] = ingestor
+
+    def log_exposure(entry: Entry, unit_id: str, variant: str,
+                     covariates: list[float | None] | None = None) -> None:
+        index = entry.variant_index.get(variant)
+        if index is not None:
+            # The answer's own probability: the same compiled experiment decided it.
+            p = served_probability(entry.compiled, unit_id, index)
+            ingestor.offer_exposures([exposure_row(entry.experiment.id, unit_id, index,
+                                                   probability=p, covariates=covariates)])
+
+    app[EXPOSURE_HOOK] = log_exposure
+    # When the drain begins, ingestion refuses new events and flushes what it holds at once,
+    # while connections still open get their 503s (litmus/serve.py).
+    app[DRAIN].on_begin.append(ingestor.stop_accepting)
+
+    async def refuse_new(_: web.Application) -> None:
+        # Shutdown began: in-flight requests finish, new events get 503 until we exit.
+        ingestor.stop_accepting()
+
+    app.on_shutdown.append(refuse_new)
+    try:
+        yield
+    finally:
+        await ingestor.close()
+
+
 def create_app(settings: Settings) -> web.Application:
     """The whole Litmus application for one process."""
+    auth = Authenticator(settings.admin_tokens, settings.client_tokens)
+    drain = Drain()
+    cors = cors_middlewares(settings)
+    # One middleware does it all, unless CORS must sit between the metrics and the rest.
     app = web.Application(
-        middlewares=[observe_middleware, *cors_middlewares(settings), error_middleware,
-                     auth_middleware],
+        middlewares=[observe_middleware, *cors, error_middleware] if cors
+        else [litmus_middleware(drain, auth)],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
-    app[AUTH] = Authenticator(settings.admin_tokens, settings.client_tokens)
+    app[AUTH] = auth
+    app[DRAIN] = drain
     # Order matters: aiohttp exits these in reverse, so later services stop first.
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(registry_ctx)
-    app.cleanup_ctx.append(events.ingest_ctx)
+    app.cleanup_ctx.append(ingest_ctx)
     app.cleanup_ctx.append(recompute_ctx)
     setup_observability(app)
     app.add_routes(ops.routes)
@@ -76,5 +127,6 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(assign.routes)
     app.add_routes(events.routes)
     app.add_routes(results.routes)
+    app.add_routes(plan.routes)
     app.add_routes(ui.routes)
     return app

@@ -11,6 +11,13 @@ it reads the last good config, which is kept when the server cannot be reached.
     a.variant, a.config, a.reason
 
 `AsyncLitmusClient` offers the same for asyncio code (`await client.start()`).
+
+Exposures: `client.log_exposures([exposure_event("ranker-v2", "user-42", a)])` posts them to
+`/api/v1/events/exposure` with each answer's own `probability` (the counterfactual estimates
+rest on it, README "What if"); optional `covariates` go with them.
+
+With `fast_lane_url` (the server's fast lane, LITMUS_ASSIGN_PORT: by default the main port + 1)
+the config is fetched there, off the main listener; the stream stays on `base_url`.
 """
 
 from __future__ import annotations
@@ -67,6 +74,28 @@ class ConfigState:
         return sorted({c.key for c in self._by_ref.values()})
 
 
+def exposure_event(experiment: str, unit_id: str, assignment: Assignment, *,
+                   covariates: Mapping[str, float] | None = None,
+                   event_id: str | None = None) -> dict[str, Any] | None:
+    """The exposure event for a local answer, carrying the answer's probability (a forced
+    answer, an override or a winner, carries 1); None when no variant was served."""
+    if assignment.variant is None:
+        return None
+    ev: dict[str, Any] = {"experiment": experiment, "unit_id": unit_id,
+                          "variant": assignment.variant}
+    if assignment.probability is not None:
+        ev["probability"] = assignment.probability
+    if covariates:
+        ev["covariates"] = dict(covariates)
+    if event_id is not None:
+        ev["event_id"] = event_id
+    return ev
+
+
+def _events_body(events: list[dict[str, Any] | None]) -> bytes:
+    return orjson.dumps({"events": [e for e in events if e is not None]})
+
+
 def _parse_sse(lines: list[str]) -> bytes | None:
     data = [ln[5:].lstrip() for ln in lines if ln.startswith("data:")]
     return "\n".join(data).encode() if data else None
@@ -76,8 +105,10 @@ class LitmusClient:
     """Thread-safe synchronous client; refreshes in a daemon thread."""
 
     def __init__(self, base_url: str, token: str, *, poll_interval_s: float = 10.0,
-                 timeout_s: float = 5.0, stream: bool = True) -> None:
+                 timeout_s: float = 5.0, stream: bool = True,
+                 fast_lane_url: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.config_url = (fast_lane_url or base_url).rstrip("/") + "/api/v1/config"
         self._headers = {"Authorization": f"Bearer {token}"}
         self.poll_interval_s = poll_interval_s
         self.timeout_s = timeout_s
@@ -92,12 +123,23 @@ class LitmusClient:
         """The unit's variant, from the in-memory config (no network)."""
         return self.state.assign(experiment, unit_id, attributes)
 
+    def log_exposures(self, events: list[dict[str, Any] | None]) -> dict[str, Any]:
+        """POST exposure events (`exposure_event`; None entries are skipped) in one batch;
+        returns the 202 answer. A refusal raises urllib.error.HTTPError, whose body names
+        each bad event and field; nothing of the batch is stored then."""
+        req = urllib.request.Request(
+            self.base_url + "/api/v1/events/exposure", data=_events_body(events),
+            headers={**self._headers, "Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+            out: dict[str, Any] = orjson.loads(resp.read())
+        return out
+
     def refresh(self) -> bool:
         """Fetch /config once (If-None-Match); True when a config is installed."""
         headers = dict(self._headers)
         if self.state.version:
             headers["If-None-Match"] = f'"{self.state.version}"'
-        req = urllib.request.Request(self.base_url + "/api/v1/config", headers=headers)
+        req = urllib.request.Request(self.config_url, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 return self.state.apply(resp.read())
@@ -164,8 +206,10 @@ class AsyncLitmusClient:
     """The same client for asyncio code, refreshing in a task."""
 
     def __init__(self, base_url: str, token: str, *, poll_interval_s: float = 10.0,
-                 timeout_s: float = 5.0, stream: bool = True) -> None:
+                 timeout_s: float = 5.0, stream: bool = True,
+                 fast_lane_url: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.config_url = (fast_lane_url or base_url).rstrip("/") + "/api/v1/config"
         self._headers = {"Authorization": f"Bearer {token}"}
         self.poll_interval_s = poll_interval_s
         self.timeout_s = timeout_s
@@ -179,6 +223,24 @@ class AsyncLitmusClient:
         """The unit's variant, from the in-memory config (no network, no await)."""
         return self.state.assign(experiment, unit_id, attributes)
 
+    async def log_exposures(self, events: list[dict[str, Any] | None]) -> dict[str, Any]:
+        """POST exposure events in one batch (as LitmusClient.log_exposures); a refusal raises
+        aiohttp.ClientResponseError after reading the body that names each bad field."""
+        import aiohttp
+
+        async with self._session.post(
+            self.base_url + "/api/v1/events/exposure", data=_events_body(events),
+            headers={**self._headers, "Content-Type": "application/json"},
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+        ) as resp:
+            body = await resp.read()
+            if resp.status >= 400:
+                raise aiohttp.ClientResponseError(
+                    resp.request_info, resp.history, status=resp.status,
+                    message=body.decode(errors="replace"))
+            out: dict[str, Any] = orjson.loads(body)
+        return out
+
     async def refresh(self) -> bool:
         """Fetch /config once (If-None-Match); True when a config is installed."""
         import aiohttp
@@ -188,7 +250,7 @@ class AsyncLitmusClient:
             headers["If-None-Match"] = f'"{self.state.version}"'
         try:
             async with self._session.get(
-                self.base_url + "/api/v1/config", headers=headers,
+                self.config_url, headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
             ) as resp:
                 if resp.status == 304:

@@ -1,42 +1,40 @@
-"""The LitmusError hierarchy: an HTTP status, a stable code and a human message."""
+"""The LitmusError hierarchy: an HTTP status, a stable code and a human message.
+
+The base and the domain's own errors (400, 404, 409, 412, 422) are defined in litmus/core/errors.py,
+so that pure core code can raise them too; they are re-exported here, and this module adds the
+errors about the transport. Import any of them from here outside core.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from litmus.core.errors import (
+    BadRequest,
+    Conflict,
+    LitmusError,
+    NotFound,
+    PreconditionFailed,
+    ValidationFailed,
+)
 
-class LitmusError(Exception):
-    """Base of every error the API answers with; one middleware renders them."""
-
-    status = 500
-    code = "internal_error"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        fields: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.fields = fields
-        self.headers = headers or {}
-        self.extra = extra
-
-    def body(self) -> dict[str, Any]:
-        """The JSON error body: {"error": {"code", "message", "fields"?}}."""
-        err: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.fields:
-            err["fields"] = self.fields
-        if self.extra:
-            err.update(self.extra)
-        return {"error": err}
-
-
-class BadRequest(LitmusError):
-    status, code = 400, "bad_request"
+__all__ = [
+    "BadRequest",
+    "BodyTooLarge",
+    "ClientGone",
+    "Conflict",
+    "Forbidden",
+    "LitmusError",
+    "MethodNotAllowed",
+    "NotFound",
+    "PayloadTooLarge",
+    "PreconditionFailed",
+    "RequestTimeout",
+    "ShuttingDown",
+    "Unauthorized",
+    "Unavailable",
+    "ValidationFailed",
+]
 
 
 class Unauthorized(LitmusError):
@@ -47,28 +45,31 @@ class Forbidden(LitmusError):
     status, code = 403, "forbidden"
 
 
-class NotFound(LitmusError):
-    status, code = 404, "not_found"
-
-
 class MethodNotAllowed(LitmusError):
     status, code = 405, "method_not_allowed"
 
 
-class Conflict(LitmusError):
-    status, code = 409, "conflict"
-
-
-class PreconditionFailed(LitmusError):
-    status, code = 412, "precondition_failed"
+class RequestTimeout(LitmusError):
+    status, code = 408, "request_timeout"
+    close = True
 
 
 class PayloadTooLarge(LitmusError):
     status, code = 413, "payload_too_large"
 
 
-class ValidationFailed(LitmusError):
-    status, code = 422, "validation_error"
+class BodyTooLarge(PayloadTooLarge):
+    """A body over the byte limit: the rest of it is never read, so the connection closes."""
+
+    close = True
+
+
+class ClientGone(LitmusError):
+    """The client closed the connection before its request was read: nobody gets this answer.
+
+    Counted under nginx's status 499 ("client closed request"), not as a server error."""
+
+    status, code = 499, "client_closed_request"
 
 
 class Unavailable(LitmusError):
@@ -77,3 +78,9 @@ class Unavailable(LitmusError):
     def __init__(self, message: str, *, retry_after: int = 1, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.headers["Retry-After"] = str(retry_after)
+
+
+class ShuttingDown(Unavailable):
+    """A request that arrived after this process began to drain: retry on another."""
+
+    close = True

@@ -46,7 +46,7 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 # it can never collide with a real variant key, which is a slug starting with [a-z0-9].
 NO_VARIANT = "(none)"
 
-REGISTRY = CollectorRegistry(auto_describe=True)
+PROM_REGISTRY = CollectorRegistry(auto_describe=True)
 
 
 class _Hist:
@@ -82,30 +82,32 @@ REQUESTS = RequestStats()
 ASSIGNMENTS: defaultdict[tuple[str, str], int] = defaultdict(int)
 EVENTS_ACCEPTED: defaultdict[str, int] = defaultdict(int)
 EVENTS_REJECTED: defaultdict[str, int] = defaultdict(int)
+# (experiment key, metric, action) -> guardrail trips this process recorded (the leader's).
+GUARDRAIL_TRIPS: defaultdict[tuple[str, str, str], int] = defaultdict(int)
 
 INGEST_FLUSH_SECONDS = Histogram(
     "litmus_ingest_flush_duration_seconds",
     "Time of one group commit (COPY of a batch and its commit)",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-    registry=REGISTRY,
+    registry=PROM_REGISTRY,
 )
 INGEST_BATCH_EVENTS = Histogram(
     "litmus_ingest_batch_events",
     "Events written by one group commit",
     buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000),
-    registry=REGISTRY,
+    registry=PROM_REGISTRY,
 )
 RECOMPUTE_SECONDS = Histogram(
     "litmus_recompute_duration_seconds",
     "Time of one recompute pass over every experiment (leader only)",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
-    registry=REGISTRY,
+    registry=PROM_REGISTRY,
 )
 PROPAGATION_SECONDS = Histogram(
     "litmus_registry_propagation_seconds",
     "From an experiment change's commit to this process serving it (LISTEN/NOTIFY path)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
-    registry=REGISTRY,
+    registry=PROM_REGISTRY,
 )
 
 @dataclass
@@ -137,6 +139,11 @@ def events_accepted(kind: str, n: int = 1) -> None:
 def events_rejected(reason: str, n: int = 1) -> None:
     """`n` events were refused; `reason` is a short stable code (unknown_experiment, ...)."""
     EVENTS_REJECTED[reason] += n
+
+
+def guardrail_tripped(experiment: str, metric: str, action: str) -> None:
+    """A guardrail tripped (recorded once per treatment and metric)."""
+    GUARDRAIL_TRIPS[(experiment, metric, action)] += 1
 
 
 def ingest_flushed(events: int, seconds: float) -> None:
@@ -241,6 +248,13 @@ def _family_counters() -> Iterator[Metric]:
     for reason, n in sorted(EVENTS_REJECTED.items()):
         rej.add_metric((reason,), n)
     yield rej
+    trips = CounterMetricFamily(
+        "litmus_guardrail_trips", "Guardrail trips recorded by this process (the recompute "
+        "leader), per experiment key, metric and action", labels=("experiment", "metric", "action"),
+    )
+    for labels, n in sorted(GUARDRAIL_TRIPS.items()):
+        trips.add_metric(labels, n)
+    yield trips
 
 
 def _family_sources() -> Iterator[Metric]:
@@ -344,14 +358,14 @@ class _LitmusCollector(Collector):
         return []
 
 
-REGISTRY.register(_LitmusCollector())
-ProcessCollector(registry=REGISTRY)
-PlatformCollector(registry=REGISTRY)
+PROM_REGISTRY.register(_LitmusCollector())
+ProcessCollector(registry=PROM_REGISTRY)
+PlatformCollector(registry=PROM_REGISTRY)
 
 
 def exposition() -> bytes:
     """The whole registry in the Prometheus text format."""
-    return generate_latest(REGISTRY)
+    return generate_latest(PROM_REGISTRY)
 
 
 def reset_sources() -> None:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+from typing import TYPE_CHECKING
 
 from litmus.settings import Settings
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 
 def port_problem(host: str, port: int) -> str | None:
@@ -25,12 +29,18 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
+# After SIGTERM, how long connections still open may keep sending (each request answered 503
+# with Connection: close) before the rest of the shutdown closes them (docs/OPERATIONS.md).
+DRAIN_GRACE_S = 2.0
+# How long requests in flight may take to finish once the drain closes connections.
+SHUTDOWN_TIMEOUT_S = 30.0
+
+
 def serve_one(settings: Settings) -> None:
-    """Run one full app in this process until SIGTERM/SIGINT."""
+    """Run one full app in this process until SIGTERM/SIGINT, then drain and exit."""
     import gc
 
     import uvloop
-    from aiohttp import web
 
     from litmus.app import create_app
     from litmus.logs import configure
@@ -43,32 +53,57 @@ def serve_one(settings: Settings) -> None:
         gc.collect()
         gc.freeze()
 
-    async def _stop_once(_: web.Application) -> None:
-        # With --workers, a SIGTERM to the process group reaches a worker twice (directly and
-        # forwarded by the parent); a second GracefulExit in the middle of the drain would
-        # abort it. Replace aiohttp's handlers with ones that fire only once.
-        from aiohttp.web_runner import GracefulExit
-
-        loop = asyncio.get_running_loop()
-        fired = False
-
-        def stop() -> None:
-            nonlocal fired
-            if not fired:
-                fired = True
-                raise GracefulExit()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop)
-
     app.on_startup.append(_freeze)
-    app.on_startup.append(_stop_once)
     gc.set_threshold(50_000, 50, 100)
-    kwargs: dict[str, object] = {"access_log": None, "print": None, "shutdown_timeout": 30}
-    web.run_app(
-        app, host=settings.host, port=settings.port, reuse_port=settings.workers > 1,
-        loop=uvloop.new_event_loop(), **kwargs,  # type: ignore[arg-type]
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_serve(app, settings))
+
+
+async def _serve(app: web.Application, settings: Settings) -> None:
+    """Listen until the first SIGTERM/SIGINT, then drain: stop listening, answer what still
+    arrives on open connections with 503 and Connection: close for a short grace, and shut down
+    (requests in flight finish, accepted events are flushed)."""
+    from aiohttp import web
+
+    from litmus.api.fastlane import FastLane, start_fast_lane
+    from litmus.keys import DRAIN
+
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        # A connection with no complete request head for this long is closed: idle keep-alive
+        # connections and clients that send their headers slowly alike.
+        keepalive_timeout=settings.idle_timeout_s,
     )
+    await runner.setup()
+    lane: FastLane | None = None
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port,
+                           reuse_port=settings.workers > 1)
+        await site.start()
+        if settings.fast_lane_port is not None:
+            lane = await start_fast_lane(app, settings.host, settings.fast_lane_port,
+                                         main_port=settings.port,
+                                         reuse_port=settings.workers > 1)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        # With --workers, a SIGTERM to the process group reaches a worker twice (directly and
+        # forwarded by the parent): setting an event twice is harmless.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        app[DRAIN].begin()
+        await site.stop()
+        if lane is not None:
+            lane.stop_listening()
+        server = runner.server
+        deadline = loop.time() + DRAIN_GRACE_S
+        while (((server is not None and server.connections) or (lane and lane.connections))
+               and loop.time() < deadline):
+            await asyncio.sleep(0.05)
+    finally:
+        if lane is not None:
+            await lane.close()
+        await runner.cleanup()
 
 
 def worker(settings: Settings) -> None:

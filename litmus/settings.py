@@ -83,6 +83,15 @@ def _choice(env: Mapping[str, str], var: str, default: str, choices: tuple[str, 
     return upper
 
 
+def _url(env: Mapping[str, str], var: str) -> str | None:
+    raw = (env.get(var) or "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(("http://", "https://")):
+        raise SettingsError(f"{var}={raw!r} must be an http:// or https:// URL")
+    return raw
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every knob of a Litmus process."""
@@ -93,6 +102,8 @@ class Settings:
     client_tokens: tuple[Token, ...] = ()
     host: str = "127.0.0.1"
     port: int = 8000
+    # The fast lane's port (litmus/api/fastlane.py): None is the main port + 1, 0 turns it off.
+    assign_port: int | None = None
     workers: int = 1
     recompute_interval_s: float = 5.0
     log_level: str = "INFO"
@@ -105,6 +116,20 @@ class Settings:
     ingest_buffer_events: int = 200_000
     ingest_buffer_bytes: int = 256 * 1024 * 1024
     ingest_wait_s: float = 10.0
+    # A connection that sends no complete request head for this long (idle keep-alive or slow
+    # headers alike) is closed; a request body that does not arrive within body_timeout_s gets 408.
+    idle_timeout_s: float = 15.0
+    body_timeout_s: float = 30.0
+    # Where a guardrail trip is POSTed as JSON (docs/OPERATIONS.md); None: no webhook.
+    alert_webhook_url: str | None = None
+
+    @property
+    def fast_lane_port(self) -> int | None:
+        """Where the fast lane listens, or None when it is off (LITMUS_ASSIGN_PORT=0, or the
+        default with a main port of 0 or 65535)."""
+        if self.assign_port is None:
+            return self.port + 1 if 0 < self.port < 65535 else None
+        return self.assign_port or None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -129,6 +154,8 @@ class Settings:
             client_tokens=client,
             host=host,
             port=_int(env, "LITMUS_PORT", 8000, 0, 65535),
+            assign_port=(None if not (env.get("LITMUS_ASSIGN_PORT") or "").strip()
+                         else _int(env, "LITMUS_ASSIGN_PORT", 0, 0, 65535)),
             workers=_int(env, "LITMUS_WORKERS", 1, 1, 64),
             recompute_interval_s=_float(env, "LITMUS_RECOMPUTE_INTERVAL_S", 5.0, 0.1, 3600.0),
             log_level=_choice(env, "LITMUS_LOG_LEVEL", "INFO", LOG_LEVELS),
@@ -143,6 +170,9 @@ class Settings:
                 env, "LITMUS_INGEST_BUFFER_BYTES", 256 * 1024 * 1024, 1 << 16, 1 << 40
             ),
             ingest_wait_s=_float(env, "LITMUS_INGEST_WAIT_S", 10.0, 0.1, 600.0),
+            idle_timeout_s=_float(env, "LITMUS_IDLE_TIMEOUT_S", 15.0, 0.5, 3600.0),
+            body_timeout_s=_float(env, "LITMUS_BODY_TIMEOUT_S", 30.0, 0.5, 3600.0),
+            alert_webhook_url=_url(env, "LITMUS_ALERT_WEBHOOK_URL"),
         )
 
     def with_tokens(self, admin: tuple[Token, ...]) -> Settings:

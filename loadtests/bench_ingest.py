@@ -9,9 +9,10 @@
    event of the server process and of PostgreSQL is printed too: it does not depend on what
    else the machine runs, wall-clock rates do. The results loop is slowed to once an hour.
 3. Write path in PostgreSQL (the embedded server, durable defaults): 100,000 rows in COPY
-   batches of 5000 through the chosen dedupe (COPY the client ids into event_ids, then the
-   rows) against plain COPY without dedupe, against what count-once-at-read would need, the
-   ON CONFLICT path, a unique (experiment_id, event_id, ts) index, and extra btrees.
+   batches of 5000 through the chosen dedupe (COPY the client ids, per experiment and event
+   type, into event_ids, then the rows) against plain COPY without dedupe, against what
+   count-once-at-read would need, the ON CONFLICT path (a flush with a repeat: it counts what
+   each request had stored), a unique (experiment_id, event_id, ts) index, and extra btrees.
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ class _Entry:
             id=str(uuid.uuid4()), key="bench", name="b", description="d", owner_team="t",
             status="running", variants=(Variant("model_a", 0.5), Variant("model_b", 0.5)))
         self.variant_index = {"model_a": 0, "model_b": 1}
+        # What an exposure sent without a probability stores (the served variant's weight).
+        self.weights = {"model_a": 0.5, "model_b": 0.5}
 
 
 def validation() -> None:
@@ -147,25 +150,27 @@ async def write_paths(dsn: str) -> None:
         await db.write_batch(conn, chunk, [], [])
 
     async def chosen(chunk: list[tuple[Any, ...]]) -> None:
-        await db.write_batch(conn, chunk, [], [(r[0], r[4]) for r in chunk])
+        await db.write_batch(conn, chunk, [], [(r[0], db.EXPOSURE_KIND, r[4]) for r in chunk])
 
     async def staged_claim(chunk: list[tuple[Any, ...]]) -> None:
         async with conn.transaction():
-            await conn.copy_records_to_table("stage_exposures", records=[(*r, True) for r in chunk],
-                                             columns=(*db.EXPOSURE_COLUMNS, "dedupe"))
-            await conn.fetchrow(db.q("stage_flush"))
+            await conn.copy_records_to_table("stage_exposures",
+                                             records=[(*r, True, 0) for r in chunk],
+                                             columns=(*db.EXPOSURE_COLUMNS, "dedupe", "req"))
+            await conn.fetch(db.q("stage_flush"))
 
     async def unique_ts(chunk: list[tuple[Any, ...]]) -> None:
         async with conn.transaction():
-            await conn.copy_records_to_table("stage_exposures", records=[(*r, True) for r in chunk],
-                                             columns=(*db.EXPOSURE_COLUMNS, "dedupe"))
+            await conn.copy_records_to_table("stage_exposures",
+                                             records=[(*r, True, 0) for r in chunk],
+                                             columns=(*db.EXPOSURE_COLUMNS, "dedupe", "req"))
             await conn.execute(
                 "INSERT INTO exposures (experiment_id, unit_id, variant, ts, event_id) "
                 "SELECT experiment_id, unit_id, variant, ts, event_id FROM stage_exposures "
                 "ON CONFLICT DO NOTHING")
 
     async def with_btrees(chunk: list[tuple[Any, ...]]) -> None:
-        await db.write_batch(conn, chunk, [], [(r[0], r[4]) for r in chunk])
+        await db.write_batch(conn, chunk, [], [(r[0], db.EXPOSURE_KIND, r[4]) for r in chunk])
 
     try:
         base = await timed(plain, "p")

@@ -9,6 +9,10 @@ FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
 WHERE i.inhparent IN ('exposures_xid_brin'::regclass, 'metric_events_xid_brin'::regclass)
 ORDER BY c.relname DESC;
 
+-- name: summarize_lock_timeout
+-- A partition being vacuumed holds the lock summarizing needs: skip it rather than wait.
+SET LOCAL lock_timeout = '200ms';
+
 -- name: summarize_new_ranges
 -- BRIN indexes only learn about new page ranges when something summarizes them (VACUUM, which
 -- an append-only table gets after ~20% growth). Until then every range scan reads all of them:
@@ -23,7 +27,7 @@ SELECT xid_lo, fold_version, checkpoint_xid FROM recompute_watermark WHERE id = 
 INSERT INTO recompute_watermark (id, xid_lo) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
 
 -- name: fold_version_set
--- Read by the trigger of 0009 when this transaction moves the watermark.
+-- Read by the watermark's trigger (migrations/0009) when this transaction writes the row.
 SELECT set_config('litmus.fold_version', $1::text, true);
 
 -- name: snapshot_xmin
@@ -42,7 +46,8 @@ DELETE FROM fold_checkpoint;
 TRUNCATE arm_exposures, arm_metrics, exposure_timeline, exposure_timeline_hourly;
 
 -- name: fold_cutoffs_pin
--- Pin the stop cut-off of every experiment this fold is the first to see stopped (0010).
+-- Pin the stop cut-off of every experiment this fold is the first to see stopped (the table
+-- fold_cutoffs, migrations/0010, says why).
 INSERT INTO fold_cutoffs (experiment_id, xid)
 SELECT id, $1 FROM experiments x
 WHERE stopped_at IS NOT NULL
@@ -54,10 +59,15 @@ DELETE FROM fold_cutoffs;
 
 -- name: fold_read_exposures
 -- The new exposure events, as fixed-width binary COPY rows (litmus/db/fold.py parses them):
--- unit and event ids travel as 64-bit hashes. A stopped experiment's analysis ends at the
--- stop (afterwards every unit gets the winner), from the fold that first saw it (0010).
+-- unit and event ids travel as 64-bit hashes, an unknown probability as 0, the five covariate
+-- positions (MAX_COVARIATES in litmus/core/unitfold.py) as NaN when not sent. A stopped
+-- experiment's analysis ends at the stop (afterwards every unit gets the winner), from the fold
+-- that first saw it (fold_cutoffs).
 SELECT e.experiment_id, hashtextextended(e.unit_id, 0), e.variant, e.ts,
-       hashtextextended(e.event_id, 0)
+       hashtextextended(e.event_id, 0), coalesce(e.probability, 0),
+       coalesce(e.covariates[1], 'NaN'), coalesce(e.covariates[2], 'NaN'),
+       coalesce(e.covariates[3], 'NaN'), coalesce(e.covariates[4], 'NaN'),
+       coalesce(e.covariates[5], 'NaN')
 FROM exposures e
 WHERE e.ingest_xid >= $1 AND e.ingest_xid < $2
   AND NOT EXISTS (SELECT 1 FROM experiments x JOIN fold_cutoffs c ON c.experiment_id = x.id
@@ -84,17 +94,29 @@ ON CONFLICT (experiment_id, variant) DO UPDATE SET
     units = a.units + EXCLUDED.units, events = a.events + EXCLUDED.events;
 
 -- name: fold_add_metrics
-INSERT INTO arm_metrics AS a (experiment_id, variant, metric, units, events, sum, sum_sq)
+INSERT INTO arm_metrics AS a (experiment_id, variant, metric, units, events, sum, sum_sq, positive)
 SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::bigint[], $5::bigint[],
-                     $6::float8[], $7::float8[])
+                     $6::float8[], $7::float8[], $8::bigint[])
 ON CONFLICT (experiment_id, variant, metric) DO UPDATE SET
     units = a.units + EXCLUDED.units, events = a.events + EXCLUDED.events,
-    sum = a.sum + EXCLUDED.sum, sum_sq = a.sum_sq + EXCLUDED.sum_sq;
+    sum = a.sum + EXCLUDED.sum, sum_sq = a.sum_sq + EXCLUDED.sum_sq,
+    positive = a.positive + EXCLUDED.positive;
+
+-- name: positive_clear
+-- The recount of the units above 0 (litmus/services/fold.py, _recount_positive): every row,
+-- then positive_set for the rows that have such units.
+UPDATE arm_metrics SET positive = 0 WHERE positive <> 0;
+
+-- name: positive_set
+UPDATE arm_metrics AS a SET positive = d.positive
+FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::bigint[])
+     AS d (experiment_id, variant, metric, positive)
+WHERE a.experiment_id = d.experiment_id AND a.variant = d.variant AND a.metric = d.metric;
 
 -- name: fold_add_timeline
--- New units per slot and variant by first exposure ($2: the 10-second slot in µs since
--- 2000-01-01 UTC), kept twice: 10-second slots for young experiments and hourly slots, read
--- once the timeline's points are an hour or more apart (0008).
+-- New units per slot and variant by first exposure ($2: the slot's start in µs since
+-- 2000-01-01 UTC), kept twice: in SLOT_S slots for young experiments and in HOURLY_SLOT_S
+-- slots ($5), read once the timeline's points are that far apart (litmus/core/unitfold.py).
 WITH d AS (
     SELECT experiment_id, timestamptz '2000-01-01 00:00:00+00' + slot * interval '1 microsecond' AS slot,
            variant, units
@@ -106,7 +128,7 @@ WITH d AS (
     ON CONFLICT (experiment_id, slot, variant) DO UPDATE SET units = t.units + EXCLUDED.units
 )
 INSERT INTO exposure_timeline_hourly AS t (experiment_id, slot, variant, units)
-SELECT experiment_id, date_bin('1 hour', slot, timestamptz '2000-01-01 00:00:00+00'), variant, sum(units)
+SELECT experiment_id, date_bin($5::interval, slot, timestamptz '2000-01-01 00:00:00+00'), variant, sum(units)
 FROM d GROUP BY 1, 2, 3
 ON CONFLICT (experiment_id, slot, variant) DO UPDATE SET units = t.units + EXCLUDED.units;
 
@@ -127,29 +149,6 @@ ORDER BY experiment_id, name, part;
 -- name: checkpoint_experiments
 SELECT DISTINCT experiment_id FROM fold_checkpoint;
 
--- name: v1_present
-SELECT to_regclass('unit_exposures_v1') IS NOT NULL;
-
--- name: v1_read_units
--- Per-unit rows of the tables an earlier Litmus kept (0010), in the fold's binary row format.
-SELECT experiment_id, hashtextextended(unit_id, 0), variant, first_ts, 0::bigint
-FROM unit_exposures_v1
-
--- name: v1_read_metrics
-SELECT experiment_id, hashtextextended(unit_id, 0), hashtextextended(metric, 0), total, events
-FROM unit_metrics_v1
-
--- name: v1_metric_names
-SELECT DISTINCT hashtextextended(metric, 0) AS hash, metric FROM unit_metrics_v1
-
--- name: v1_repair_hourly_clear
-DELETE FROM exposure_timeline_hourly;
-
--- name: v1_repair_hourly
--- Hourly slots again from the 10-second ones, after folds by a Litmus from before 0008.
-INSERT INTO exposure_timeline_hourly (experiment_id, slot, variant, units)
-SELECT experiment_id, date_bin('1 hour', slot, timestamptz '2000-01-01'), variant, sum(units)
-FROM exposure_timeline GROUP BY 1, 2, 3;
-
--- name: v1_drop
-DROP TABLE unit_exposures_v1, unit_metrics_v1;
+-- name: metric_hashes
+-- The hash each metric name travels as in fold_read_metrics.
+SELECT m AS metric, hashtextextended(m, 0) AS hash FROM unnest($1::text[]) m;

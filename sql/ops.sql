@@ -8,3 +8,7 @@ SELECT extract(epoch FROM now() - min(coalesce(s.computed_at, e.launched_at, e.u
 FROM experiments e
 LEFT JOIN results_snapshots s ON s.experiment_id = e.id
 WHERE e.status = 'running';
+
+-- name: ping
+-- /readyz: the database answers.
+SELECT 1;

@@ -33,6 +33,10 @@ RETURNING *;
 -- name: experiment_delete
 DELETE FROM experiments WHERE id = $1;
 
+-- name: experiment_keys_like
+-- A key and its numbered forms (`ranker-v2`, `ranker-v2-7`): which suffixes are taken.
+SELECT key FROM experiments WHERE key = $1 OR key LIKE $1 || '-%';
+
 -- name: audit_insert
 INSERT INTO experiment_audit (experiment_id, actor, action, changes, before, after)
 VALUES ($1, $2, $3, $4, $5, $6);
@@ -84,18 +88,19 @@ ON CONFLICT (experiment_id) DO UPDATE SET
 SELECT computed_at, snapshot, anytime_p FROM results_snapshots WHERE experiment_id = $1;
 
 -- name: bandit_get
-SELECT weights, p_best, top_variant, converged, converged_at, converged_variant, burn_in, updated_at
+SELECT weights, p_best, top_variant, converged, converged_at, converged_variant, burn_in, updated_at,
+       p_feasible
 FROM bandit_state WHERE experiment_id = $1;
 
 -- name: bandit_upsert
 INSERT INTO bandit_state AS b (experiment_id, weights, p_best, top_variant, converged, converged_at,
-                               converged_variant, burn_in, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                               converged_variant, burn_in, updated_at, p_feasible)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 ON CONFLICT (experiment_id) DO UPDATE SET
     weights = EXCLUDED.weights, p_best = EXCLUDED.p_best, top_variant = EXCLUDED.top_variant,
     converged = EXCLUDED.converged, converged_at = EXCLUDED.converged_at,
     converged_variant = EXCLUDED.converged_variant, burn_in = EXCLUDED.burn_in,
-    updated_at = EXCLUDED.updated_at;
+    updated_at = EXCLUDED.updated_at, p_feasible = EXCLUDED.p_feasible;
 
 -- name: bandit_history_add
 INSERT INTO bandit_history (experiment_id, t, weights, p_best) VALUES ($1, $2, $3, $4)
@@ -105,3 +110,28 @@ ON CONFLICT DO NOTHING;
 SELECT t, weights, p_best FROM (
     SELECT t, weights, p_best FROM bandit_history WHERE experiment_id = $1 ORDER BY t DESC LIMIT $2
 ) h ORDER BY t;
+
+-- name: arm_positive
+-- Per arm, the units whose total of this metric is above 0: a binary bandit's successes (0012).
+SELECT variant, positive FROM arm_metrics
+WHERE experiment_id = $1 AND metric = $2 AND variant >= 0;
+
+-- name: bandit_updates
+-- Bandit updates stored so far: the update number that seeds the next one's Monte Carlo.
+SELECT count(*) FROM bandit_history WHERE experiment_id = $1;
+
+-- name: units_export
+-- One row per exposed unit: its first exposure (earliest ts; of two at one time the lower
+-- event-id hash, as the fold decides) and its total for one metric (0 without events).
+WITH first AS (
+    SELECT DISTINCT ON (unit_id) unit_id, variant, probability, ts
+    FROM exposures WHERE experiment_id = $1
+    ORDER BY unit_id, ts, hashtextextended(event_id, 0)
+), tot AS (
+    SELECT unit_id, sum(value) AS total FROM metric_events
+    WHERE experiment_id = $1 AND metric = $2 GROUP BY unit_id
+)
+SELECT f.unit_id, f.variant, abs(f.probability) AS probability, f.ts,
+       coalesce(t.total, 0) AS value
+FROM first f LEFT JOIN tot t USING (unit_id)
+ORDER BY f.unit_id;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from litmus.app import create_app
+from litmus.db.embedded import embedded_server
 from litmus.db.pool import run_migrations, start_embedded
 from litmus.settings import Settings, Token
 
@@ -54,6 +56,8 @@ def pg_server_url() -> Iterator[str]:
 
     asyncio.run(fast())
     yield url
+    embedded_server(folder).close()  # stops the server and deletes its data
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -40,6 +40,8 @@ class ServerProcess:
             "LITMUS_PORT": str(self.port),
             "LITMUS_WORKERS": str(workers),
             "LITMUS_RECOMPUTE_INTERVAL_S": "0.5",
+            # No fast lane unless a test asks (its default, the port + 1, may be another's).
+            "LITMUS_ASSIGN_PORT": "0",
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -14,12 +14,18 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
-from litmus.api.schemas import SLUG
+from litmus.api.assign import MAX_UNIT_ID
+from litmus.api.covariates import covariate_row, declared_covariates
+from litmus.api.schemas import SLUG, Number
 from litmus.core.models import Experiment
+from litmus.core.unitfold import MAX_COVARIATES
 from litmus.errors import PayloadTooLarge, ValidationFailed
 from litmus.services.ingest import (
+    EXPOSURE,
+    METRIC,
     PG_EPOCH_UNIX_US,
     EventBatch,
     Micros,
@@ -28,14 +34,21 @@ from litmus.services.ingest import (
 )
 
 MAX_EVENTS = 10_000
-MAX_UNIT_ID = 256
 NUL_MESSAGE = "must not contain NUL (U+0000) characters: PostgreSQL cannot store them"
 MAX_EVENT_ID = 128
 MAX_REF = 200
 MAX_FIELDS_SHOWN = 1000
+# The one window of accepted event times, for ISO-8601 strings and epoch milliseconds alike:
+# from 2000-01-01T00:00:00Z (epoch milliseconds before that are almost surely seconds; the
+# writer's time value counts from there, so parse_ts refuses a negative one) to one day past
+# the server's clock (client clocks run ahead). The OpenAPI document states it (TS_DOC).
+EPOCH_MS_MIN = PG_EPOCH_UNIX_US // 1000
 FUTURE_LIMIT_US = 86_400 * 1_000_000
-# Anything before 2000 is almost surely epoch seconds sent as milliseconds.
-EPOCH_MS_MIN = 946_684_800_000
+TS_WINDOW = "accepted times are 2000-01-01T00:00:00Z to 24 hours after the server's clock"
+TS_DOC = (
+    "When it happened: an ISO-8601 time (without a zone: UTC) or epoch milliseconds as a JSON "
+    f"number; {TS_WINDOW}, for both forms. Default: when the server received it."
+)
 _SLUG = re.compile(SLUG)
 
 EventKind = Literal["exposure", "metric", "typed"]
@@ -43,7 +56,32 @@ EventKind = Literal["exposure", "metric", "typed"]
 
 # -- pydantic models: the documented shape (OpenAPI), not used on the hot path ----------------
 
-Ts = datetime | int | float
+def _valid_ts(value: Any) -> Any:
+    """The fast path's own check (parse_ts), so that model and endpoint agree on every time."""
+    why = parse_ts(value, to_micros(datetime.now(UTC))[0])
+    if type(why) is str:
+        raise PydanticCustomError("ts", "{why}", {"why": why})
+    return value
+
+
+Ts = Annotated[
+    datetime | Annotated[float, Field(ge=EPOCH_MS_MIN, allow_inf_nan=False)],
+    BeforeValidator(_valid_ts),
+]
+
+
+PROBABILITY_DOC = ("The probability with which the served variant was chosen, in (0, 1]: the "
+                   "assign answer's `probability`. Without it the server stores the variant's "
+                   "weight in the configuration current when the exposure arrives.")
+PROBABILITY_ERROR = ("must be the probability the variant was served with: a number in (0, 1] "
+                     "(the assign answer's `probability`)")
+
+
+COVARIATES_DOC = ("Pre-experiment numbers about the unit, for variance reduction (CUPED): up to "
+                  f"{MAX_COVARIATES}, each named in the experiment's `metrics.covariates`, "
+                  "e.g. {\"pre_sessions\": 12}. A unit's covariates are its first exposure's.")
+Covariates = dict[Annotated[str, StringConstraints(pattern=SLUG)],
+                  Annotated[Number, Field(allow_inf_nan=False)]]
 
 
 class ExposureEventIn(BaseModel):
@@ -53,8 +91,12 @@ class ExposureEventIn(BaseModel):
     experiment: Annotated[str, StringConstraints(min_length=1, max_length=MAX_REF)]
     unit_id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_UNIT_ID)]
     variant: Annotated[str, StringConstraints(min_length=1)]
-    ts: Ts | None = None
+    ts: Ts | None = Field(default=None, description=TS_DOC)
     event_id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_EVENT_ID)] | None = None
+    probability: Annotated[Number, Field(gt=0, le=1, allow_inf_nan=False)] | None = Field(
+        default=None, description=PROBABILITY_DOC)
+    covariates: Covariates | None = Field(default=None, max_length=MAX_COVARIATES,
+                                          description=COVARIATES_DOC)
 
 
 class MetricEventIn(BaseModel):
@@ -64,9 +106,9 @@ class MetricEventIn(BaseModel):
     experiment: Annotated[str, StringConstraints(min_length=1, max_length=MAX_REF)]
     unit_id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_UNIT_ID)]
     metric: Annotated[str, StringConstraints(pattern=SLUG)]
-    value: Annotated[float, Field(allow_inf_nan=False)]
+    value: Annotated[Number, Field(allow_inf_nan=False)]
     variant: Annotated[str, StringConstraints(min_length=1)] | None = None
-    ts: Ts | None = None
+    ts: Ts | None = Field(default=None, description=TS_DOC)
     event_id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_EVENT_ID)] | None = None
 
 
@@ -79,24 +121,26 @@ class TypedEventIn(BaseModel):
     unit_id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_UNIT_ID)]
     variant: Annotated[str, StringConstraints(min_length=1)] | None = None
     metric: Annotated[str, StringConstraints(pattern=SLUG)] | None = None
-    value: Annotated[float, Field(allow_inf_nan=False)] | None = None
-    ts: Ts | None = None
+    value: Annotated[Number, Field(allow_inf_nan=False)] | None = None
+    ts: Ts | None = Field(default=None, description=TS_DOC)
     event_id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_EVENT_ID)] | None = None
-
-
-class EventBatchIn(BaseModel):
-    """Up to 10,000 events in one all-or-nothing body."""
-
-    model_config = ConfigDict(extra="forbid")
-    events: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_EVENTS)]
+    probability: Annotated[Number, Field(gt=0, le=1, allow_inf_nan=False)] | None = Field(
+        default=None, description=PROBABILITY_DOC + " Exposures only.")
+    covariates: Covariates | None = Field(default=None, max_length=MAX_COVARIATES,
+                                          description=COVARIATES_DOC + " Exposures only.")
 
 
 class EventsAccepted(BaseModel):
     """202: the events are durable (or, with `?wait=false`, accepted into the buffer)."""
 
-    accepted: int
+    accepted: int = Field(description="Events stored (`wait=false`: buffered), not counting "
+                                      "duplicates; `exposures` + `metrics`")
     exposures: int
     metrics: int
+    duplicates: int = Field(description=(
+        "Events not stored because their `event_id` repeats one of the same experiment and "
+        "type (exposure, or metric: a conversion is a metric) earlier in the request or "
+        "already stored. With `wait=false` only repeats within the request are counted."))
     durable: bool
 
 
@@ -111,11 +155,15 @@ class EntryLike(Protocol):
     @property
     def variant_index(self) -> dict[str, int]: ...
 
+    @property
+    def weights(self) -> dict[str, float]: ...
+
 
 Lookup = Callable[[str], EntryLike | None]
 
 _ALLOWED = {
-    "exposure": frozenset({"experiment", "unit_id", "variant", "ts", "event_id"}),
+    "exposure": frozenset({"experiment", "unit_id", "variant", "ts", "event_id", "probability",
+                           "covariates"}),
     "metric": frozenset({"experiment", "unit_id", "metric", "value", "variant", "ts", "event_id"}),
     "conversion": frozenset(
         {"type", "experiment", "unit_id", "metric", "value", "variant", "ts", "event_id"}
@@ -126,6 +174,15 @@ _ALLOWED_TYPED = {
     "metric": _ALLOWED["metric"] | {"type"},
     "conversion": _ALLOWED["conversion"],
 }
+
+
+def _served_weight(entry: EntryLike, variant: str) -> float:
+    """The weight the current configuration gives the variant (1 for a stopped experiment's
+    winner, which everyone gets): what an exposure sent without a probability stores."""
+    exp = entry.experiment
+    if exp.status == "stopped" and exp.winner is not None:
+        return 1.0
+    return float(entry.weights.get(variant, 0.0))
 
 
 class _Resolved:
@@ -158,29 +215,30 @@ def parse_ts(raw: Any, now_us: int) -> Micros | str:
         try:
             dt = datetime.fromisoformat(raw)
         except ValueError:
-            return "must be an ISO-8601 time (2026-01-31T12:00:00Z) or epoch milliseconds"
+            return ("must be an ISO-8601 time (2026-01-31T12:00:00Z) or epoch milliseconds "
+                    "as a JSON number")
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)
         try:
             ts = to_micros(dt)
         except OverflowError:
-            return "is out of range"
+            return f"is out of range: {TS_WINDOW}"
+        if ts[0] < 0:
+            return f"is before 2000-01-01T00:00:00Z: {TS_WINDOW}"
     elif type(raw) is int or type(raw) is float:
         if not math.isfinite(raw):
             return "must be a finite number of epoch milliseconds"
         if raw < EPOCH_MS_MIN:
-            return (
-                "is before the year 2000: send epoch milliseconds "
-                "(this looks like seconds), or an ISO-8601 time"
-            )
+            return (f"is before 2000-01-01T00:00:00Z: {TS_WINDOW} "
+                    "(this looks like seconds: send epoch milliseconds)")
         if raw > (now_us + PG_EPOCH_UNIX_US + FUTURE_LIMIT_US) / 1000:
-            # Before converting: 1e308 ms overflows to infinity and round() raised (a 500).
-            return "is more than a day in the future"
+            # Before converting: 1e308 ms overflows to infinity, which round() refuses.
+            return f"is more than a day in the future: {TS_WINDOW}"
         ts = (round(raw * 1000) - PG_EPOCH_UNIX_US,)
     else:
-        return "must be an ISO-8601 string or epoch milliseconds"
+        return "must be an ISO-8601 string or epoch milliseconds as a JSON number"
     if ts[0] - now_us > FUTURE_LIMIT_US:
-        return "is more than a day in the future"
+        return f"is more than a day in the future: {TS_WINDOW}"
     return ts
 
 
@@ -242,7 +300,7 @@ def validate_events(
             typ, allowed = kind, fixed
         else:
             t = ev.get("type")
-            # type() first: a {} or [] type is unhashable, and was a 500.
+            # type() first: a {} or [] type is unhashable.
             if type(t) is str and t in _ALLOWED_TYPED:
                 typ, allowed = t, _ALLOWED_TYPED[t]
             else:
@@ -301,6 +359,27 @@ def validate_events(
         elif typ == "exposure":
             errs = errs or []
             errs.append(("variant", "field required: the variant key the unit was served"))
+        # The probability behind an exposure: given, or the served variant's weight now.
+        prob: float | None = None
+        if typ == "exposure":
+            raw_p = ev.get("probability")
+            if raw_p is not None:
+                if (type(raw_p) is float or type(raw_p) is int) and 0 < raw_p <= 1:
+                    prob = float(raw_p)
+                else:
+                    errs = errs or []
+                    errs.append(("probability", PROBABILITY_ERROR))
+            elif variant is not None and res is not None and res.entry is not None:
+                prob = -_served_weight(res.entry, str(raw_variant))
+        cov: list[float | None] | None = None
+        raw_cov = ev.get("covariates") if typ == "exposure" else None
+        if raw_cov is not None:
+            declared = (declared_covariates(res.entry.experiment.metrics)
+                        if res is not None and res.entry is not None else [])
+            cov, why = covariate_row(raw_cov, declared)
+            if why is not None:
+                errs = errs or []
+                errs.append(("covariates", why))
         # Metric and value.
         metric = "conversion"
         value = 1.0
@@ -340,14 +419,18 @@ def validate_events(
             continue  # the batch is refused anyway: only keep looking for errors
         assert res is not None and res.uid is not None and type(ts) is tuple
         uid = res.uid
-        if eid is None:
-            eid = server_event_id()
-        else:
-            claims.append((uid, eid))
         if typ == "exposure":
             assert variant is not None
-            exposures.append((uid, unit, variant, ts, eid))
+            if eid is None:
+                eid = server_event_id()
+            else:
+                claims.append((uid, EXPOSURE, eid))
+            exposures.append((uid, unit, variant, ts, eid, prob, cov))
         else:
+            if eid is None:
+                eid = server_event_id()
+            else:
+                claims.append((uid, METRIC, eid))
             metrics.append((uid, unit, metric, value, variant, ts, eid))
     if errors:
         raise _refusal(errors, bad, len(events), is_batch)

@@ -10,6 +10,7 @@ one header.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import itertools
 import logging
@@ -31,7 +32,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 HEADER = "X-Request-Id"
 # Ids a caller may pass through (a load balancer's or a router's): short and log-safe only.
-_SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_SANE = r"[A-Za-z0-9._:-]{1,128}"
+_SANE_ID = re.compile(_SANE)
+# The same rule for the fast lane, which reads header values as bytes.
+SANE_ID_BYTES = re.compile(_SANE.encode())
 SLOW_S = 1.0
 # A 5xx line per route and status at most this often, with the count of the ones held back.
 _ERROR_LOG_EVERY_S = 10.0
@@ -54,6 +58,19 @@ def new_request_id() -> str:
     return _PREFIX + str(next(_COUNTER))
 
 
+_PREFIX_BYTES = _PREFIX.encode()
+
+
+def new_request_id_bytes() -> bytes:
+    """new_request_id() as bytes, from the same prefix and counter (the fast lane's form)."""
+    return b"%b%d" % (_PREFIX_BYTES, next(_COUNTER))
+
+
+def debug_enabled() -> bool:
+    """Whether every answer is logged (DEBUG), as decided once at start-up."""
+    return _debug
+
+
 def _route_name(route: AbstractRoute) -> str:
     name: str | None = route.name
     if name:
@@ -64,7 +81,7 @@ def _route_name(route: AbstractRoute) -> str:
     return "unmatched"
 
 
-def _log_answer(route: str, status: int, elapsed: float, request: web.Request) -> None:
+def log_answer(route: str, status: int, elapsed: float, method: str) -> None:
     """Slow requests and 5xx answers are worth a line; 5xx lines are rate-limited per route."""
     extra = {"route": route, "status": status, "duration_ms": round(elapsed * 1e3, 3)}
     if status >= 500:
@@ -76,26 +93,46 @@ def _log_answer(route: str, status: int, elapsed: float, request: web.Request) -
             return
         _held_back[key] = (now, 0)
         log.warning(
-            "answered %d on %s %s in %.1f ms%s", status, request.method, route, elapsed * 1e3,
+            "answered %d on %s %s in %.1f ms%s", status, method, route, elapsed * 1e3,
             f" ({held} more since the last such line)" if held else "", extra=extra,
         )
     elif elapsed >= SLOW_S:
-        log.warning("slow request: %s %s answered %d in %.0f ms", request.method, route, status,
+        log.warning("slow request: %s %s answered %d in %.0f ms", method, route, status,
                     elapsed * 1e3, extra=extra)
     else:
-        log.debug("%s %s -> %d in %.2f ms", request.method, route, status, elapsed * 1e3,
+        log.debug("%s %s -> %d in %.2f ms", method, route, status, elapsed * 1e3,
                   extra=extra)
+
+
+def observe_start(request: web.Request) -> tuple[str, contextvars.Token[str | None], float]:
+    """A request begins: its id (made visible to log lines), counted in flight, the clock."""
+    given = request.headers.get(HEADER)
+    rid = given if given is not None and _SANE_ID.fullmatch(given) else new_request_id()
+    metrics.REQUESTS.in_flight += 1
+    return rid, REQUEST_ID.set(rid), _perf()
+
+
+def observe_end(request: web.Request, token: contextvars.Token[str | None], t0: float,
+                status: int, streamed: bool) -> None:
+    """A request ends: its latency per route and status, and a line if it is worth one."""
+    elapsed = _perf() - t0
+    stats = metrics.REQUESTS
+    stats.in_flight -= 1
+    route = request.match_info.route
+    name = _NAMES.get(route) or _route_name(route)
+    stats.observe(name, status, elapsed)
+    if status >= 500 or _debug or (elapsed >= SLOW_S and not streamed):
+        log_answer(name, status, elapsed, request.method)
+    REQUEST_ID.reset(token)
 
 
 @web.middleware
 async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id, latency per route and status, and a log line for slow or failed answers."""
-    given = request.headers.get(HEADER)
-    rid = given if given is not None and _SANE_ID.fullmatch(given) else new_request_id()
-    token = REQUEST_ID.set(rid)
-    stats = metrics.REQUESTS
-    stats.in_flight += 1
-    t0 = _perf()
+    """Request id, latency per route and status, and a log line for slow or failed answers.
+
+    The app uses it on its own only with CORS open (litmus/app.py); otherwise the same work is
+    done by litmus.api.middleware.litmus_middleware, in one pass with the rest."""
+    rid, token, t0 = observe_start(request)
     status = 500
     streamed = False
     try:
@@ -116,14 +153,7 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = CLIENT_CLOSED
         raise
     finally:
-        elapsed = _perf() - t0
-        stats.in_flight -= 1
-        route = request.match_info.route
-        name = _NAMES.get(route) or _route_name(route)
-        stats.observe(name, status, elapsed)
-        if status >= 500 or _debug or (elapsed >= SLOW_S and not streamed):
-            _log_answer(name, status, elapsed, request)
-        REQUEST_ID.reset(token)
+        observe_end(request, token, t0, status, streamed)
 
 
 # -- scrape-time sources and the propagation callback ------------------------------------------

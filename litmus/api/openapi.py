@@ -26,7 +26,15 @@ from pydantic.json_schema import models_json_schema
 from litmus.api import event_schemas as ev
 from litmus.api import openapi_models as m
 from litmus.api.middleware import CLIENT_ROUTE
-from litmus.api.schemas import ExperimentIn, LaunchIn, ListQuery, StopIn
+from litmus.api.schemas import (
+    CounterfactualIn,
+    ExperimentIn,
+    LaunchIn,
+    ListQuery,
+    PlanIn,
+    StopIn,
+    UnitsQuery,
+)
 
 routes = web.RouteTableDef()
 
@@ -73,7 +81,8 @@ _CREATED = Answer("The new draft", m.ExperimentOut, headers=("ETag",), links={
     op: _BY_ID for op in ("experiments_get", "experiments_patch", "experiments_launch",
                           "experiments_pause", "experiments_stop", "experiments_delete",
                           "experiments_history", "results_get", "results_csv")})
-_EVENTS_OK = {202: Answer("Stored (durable unless `wait=false`)", ev.EventsAccepted)}
+_EVENTS_OK = {202: Answer("Stored (durable unless `wait=false`); repeats of an `event_id` "
+                          "are counted in `duplicates`, not in `accepted`", ev.EventsAccepted)}
 _EVENT_ERRORS = (400, 413, 422, 503)
 _HTML = Answer("An HTML page", str, media="text/html")
 
@@ -134,6 +143,19 @@ OPERATIONS: dict[str, Op] = {
                       tag="results"),
     "results.csv": Op(answers={200: Answer("The lift table", str, media="text/csv")},
                       errors=(404,), tag="results"),
+    "results.counterfactual": Op(
+        body=CounterfactualIn,
+        answers={200: Answer("IPS, SNIPS and DR of each policy", m.CounterfactualOut)},
+        errors=(400, 404, 422), tag="results"),
+    "results.units_csv": Op(
+        query=UnitsQuery,
+        answers={200: Answer("One row per exposed unit: unit_id, variant, probability, "
+                             "first_exposure_at, value", str, media="text/csv")},
+        errors=(404, 422), tag="results"),
+    "plan.create": Op(body=PlanIn,
+                      answers={200: Answer("Units per arm (or the MDE) per analysis",
+                                           m.PlanOut)},
+                      errors=(400, 413, 422), tag="planning"),
     "ui.root": Op(answers={302: Answer("To the experiments list", str, media="text/plain",
                                        headers=("Location",))},
                   tag="ui"),
@@ -214,7 +236,7 @@ def _headers(names: Sequence[str]) -> dict[str, Any]:
 
 
 def _auth_of(path: str, name: str) -> str | None:
-    """admin, client or None (public); mirrors auth_middleware."""
+    """admin, client or None (public); mirrors `middleware._authorize`."""
     if not path.startswith("/api/v1/") or path == OPENAPI_PATH:
         return None
     return "client" if name.startswith(CLIENT_ROUTE) else "admin"

@@ -7,7 +7,15 @@ from __future__ import annotations
 from copy import deepcopy
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictBool, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    StrictBool,
+    StringConstraints,
+)
 
 from litmus.api import event_schemas as ev
 from litmus.api.assign import MAX_BATCH, MAX_UNIT_ID
@@ -20,11 +28,29 @@ from litmus.api.schemas import (
     Slug,
     VariantIn,
 )
+from litmus.core.targeting import MAX_ATTRIBUTE_LENGTH, MAX_ATTRIBUTES
+from litmus.core.unitfold import MAX_COVARIATES
 
 Ref = Annotated[str, StringConstraints(min_length=1)]
 # No NUL: unit ids are stored in PostgreSQL text columns, which cannot hold it (assign.py).
 UnitId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_UNIT_ID,
                                           pattern=r"^[^\x00]*$")]
+
+
+def _bounded_strings(attrs: dict[str, Any]) -> dict[str, Any]:
+    for key, value in attrs.items():
+        for v in value if isinstance(value, list) else (value,):
+            if isinstance(v, str) and len(v) > MAX_ATTRIBUTE_LENGTH:
+                raise ValueError(f"{key}: string values are at most {MAX_ATTRIBUTE_LENGTH} characters")
+    return attrs
+
+
+# What a targeting check may be asked to evaluate is bounded (assign.py, _check_attributes).
+Attributes = Annotated[
+    dict[str, Any], Field(max_length=MAX_ATTRIBUTES), AfterValidator(_bounded_strings),
+    Field(description=f"Attributes the targeting rules are evaluated on: at most {MAX_ATTRIBUTES}, "
+                      f"each string (or string in a list) at most {MAX_ATTRIBUTE_LENGTH} characters"),
+]
 Status = Literal["draft", "running", "paused", "stopped"]
 Reason = Literal["draft", "paused", "stopped", "override", "targeting", "winner", "ramp", "assigned"]
 
@@ -43,12 +69,13 @@ class AssignIn(Closed):
 
     experiment: Ref = Field(description="The experiment's key or id")
     unit_id: UnitId = Field(description="The user, session or request being assigned")
-    attributes: dict[str, Any] | None = Field(
-        default=None, description="Attributes the targeting rules are evaluated on"
-    )
+    attributes: Attributes | None = None
     log_exposure: StrictBool = Field(
         default=False, description="Record the exposure server-side when a variant is served"
     )
+    covariates: ev.Covariates | None = Field(
+        default=None, max_length=MAX_COVARIATES,
+        description=ev.COVARIATES_DOC + " Stored with the exposure that log_exposure records.")
 
 
 class AssignBatchRequestsIn(Closed):
@@ -62,7 +89,7 @@ class AssignBatchUnitsIn(Closed):
 
     experiment: Ref
     unit_ids: list[UnitId] = Field(max_length=MAX_BATCH)
-    attributes: dict[str, Any] | None = None
+    attributes: Attributes | None = None
     log_exposure: StrictBool = False
 
 
@@ -74,7 +101,7 @@ class AssignmentsIn(Closed):
     """`POST /api/v1/assignments`: one unit in every running experiment."""
 
     unit_id: UnitId
-    attributes: dict[str, Any] | None = None
+    attributes: Attributes | None = None
     log_exposure: StrictBool = False
 
 
@@ -259,7 +286,7 @@ class ConfigOut(Closed):
 
 
 class Results(BaseModel):
-    """The latest results snapshot (SPEC section 5); more fields than these may appear."""
+    """The latest results snapshot (README, "How it works, briefly"); more fields than these may appear."""
 
     model_config = ConfigDict(extra="allow")
     experiment_id: str
@@ -270,6 +297,38 @@ class Results(BaseModel):
     metrics: dict[str, Any]
     lift: list[dict[str, Any]]
     bandit: dict[str, Any] | None = None
+
+
+class EstimateOut(BaseModel):
+    """One estimator's value with its standard error, 95% interval and anytime interval."""
+
+    value: float | None
+    se: float | None
+    ci: list[float] | None
+    anytime_ci: list[float] | None
+
+
+class PolicyOut(BaseModel):
+    """A target policy's estimates; `support` false (estimates null) when it weights a
+    variant no unit was served."""
+
+    ips: EstimateOut
+    snips: EstimateOut
+    dr: EstimateOut
+    ess: float | None
+    support: bool
+
+
+class CounterfactualOut(BaseModel):
+    """What each target policy would have scored on the logged traffic."""
+
+    metric: str
+    computed_at: str
+    units: int
+    forced_units: int
+    server_filled_units: int
+    logged_value: float | None
+    policies: dict[str, PolicyOut]
 
 
 class Health(Closed):
@@ -333,3 +392,37 @@ class ErrorBody(Closed):
     """Every error answer."""
 
     error: ErrorDetail
+
+
+class PlanMde(BaseModel):
+    """The effect the units detect with the power."""
+
+    absolute: float
+    relative: float | None
+
+
+class PlanModeOut(BaseModel):
+    """One analysis: units per arm, and the effect they detect with the power asked for."""
+
+    units_per_arm: int
+    total_units: int
+    days: float | None
+    mde: PlanMde
+    control: float
+    treatment: float
+    effect_size: float = Field(description="θ = |δ| / √(σ_c² + σ_t²), per unit per arm")
+    ratio_to_fixed: float | None = None
+
+
+class PlanOut(BaseModel):
+    """`POST /api/v1/plan`: per analysis asked for, the units (or the MDE); the inputs echoed."""
+
+    direction: Literal["units", "mde"]
+    inputs: dict[str, Any]
+    comparisons: int
+    alpha_per_comparison: float
+    correction: Literal["bonferroni", "none"]
+    look_every_units: float | None
+    notes: list[str]
+    fixed: PlanModeOut | None = None
+    sequential: PlanModeOut | None = None

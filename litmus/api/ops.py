@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 
 from litmus import metrics
-from litmus.api.middleware import json_response
+from litmus.api.requests import json_response
 from litmus.db import ops as db
 from litmus.errors import Unavailable
 from litmus.keys import POOL
@@ -26,7 +26,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """The database answers."""
     try:
-        await request.app[POOL].fetchval("SELECT 1", timeout=2)
+        await db.ping(request.app[POOL], timeout=2)
     except Exception:
         raise Unavailable("database is not reachable", retry_after=2) from None
     return json_response({"status": "ready"})

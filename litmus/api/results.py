@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from aiohttp import web
 
-from litmus.api.middleware import json_response
+from litmus.api.requests import json_response, parse, read_json
+from litmus.api.schemas import CounterfactualIn, UnitsQuery
+from litmus.core.counterfactual import Estimate, PropensitySums, logged_value, policy_value
 from litmus.core.snapshot import lift_csv
 from litmus.db import experiments as db_experiments
 from litmus.db import results as db
-from litmus.errors import NotFound
+from litmus.errors import NotFound, ValidationFailed
 from litmus.keys import POOL, RECOMPUTE
+
+WEIGHT_SUM_TOLERANCE = 1e-6
 
 routes = web.RouteTableDef()
 
@@ -44,3 +51,69 @@ async def results_csv(request: web.Request) -> web.Response:
         text=lift_csv(snap), content_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+def _estimate(e: Estimate) -> dict[str, object]:
+    return {"value": e.value, "se": e.se, "ci": list(e.ci) if e.ci else None,
+            "anytime_ci": list(e.anytime_ci) if e.anytime_ci else None}
+
+
+@routes.post("/api/v1/experiments/{id}/counterfactual", name="results.counterfactual")
+async def counterfactual(request: web.Request) -> web.Response:
+    """What each target policy would have scored on the logged traffic: IPS, SNIPS and DR
+    from the latest snapshot's propensity sums (README, "What if")."""
+    body = parse(CounterfactualIn, await read_json(request))
+    snap: dict[str, Any] = await _snapshot(request)
+    variants = list(snap["exposures"]["variants"])
+    fields: dict[str, str] = {}
+    for name, policy in body.policies.items():
+        for v in policy:
+            if v not in variants:
+                fields[f"policies.{name}.{v}"] = (f"unknown variant {v!r} (the variants: "
+                                                  f"{', '.join(variants)})")
+        total = math.fsum(policy.values())
+        if abs(total - 1.0) > WEIGHT_SUM_TOLERANCE:
+            fields[f"policies.{name}"] = f"weights must sum to 1; they sum to {total:.6g}"
+    prop = snap.get("propensity") or {}
+    per = (prop.get("metrics") or {}).get(body.metric)
+    if per is None:
+        known = sorted(prop.get("metrics") or {})
+        fields["metric"] = (f"no propensity data for metric {body.metric!r}"
+                            + (f" (metrics with data: {', '.join(known)})" if known else
+                               ": no exposure with a known probability yet"))
+    if fields:
+        raise ValidationFailed(f"invalid counterfactual request: {next(iter(fields.values()))}",
+                               fields=fields)
+    assert per is not None
+    sums = {k: PropensitySums(**v["sums"]) for k, v in per.items()}
+    out = {}
+    for name, policy in body.policies.items():
+        pv = policy_value(sums, policy)
+        out[name] = {"ips": _estimate(pv.ips), "snips": _estimate(pv.snips),
+                     "dr": _estimate(pv.dr), "ess": pv.ess, "support": pv.support}
+    return json_response({
+        "metric": body.metric, "computed_at": snap["computed_at"],
+        "units": int(sum(s.n for s in sums.values())),
+        "forced_units": prop.get("forced_units", 0),
+        "server_filled_units": prop.get("server_filled_units", 0),
+        "logged_value": logged_value(sums), "policies": out,
+    })
+
+
+@routes.get("/api/v1/experiments/{id}/units.csv", name="results.units_csv")
+async def units_csv(request: web.Request) -> web.StreamResponse:
+    """One row per exposed unit, streamed from PostgreSQL: the logged bandit feedback that
+    off-policy tools read (unit_id, variant, probability, first_exposure_at, value)."""
+    query = parse(UnitsQuery, dict(request.query))
+    pool = request.app[POOL]
+    exp = await db_experiments.require(pool, request.match_info["id"])
+    keys = [v.key for v in exp.variants]
+    resp = web.StreamResponse(headers={
+        "Content-Type": "text/csv; charset=utf-8",
+        "Content-Disposition": f'attachment; filename="{exp.key}-units-{query.metric}.csv"'})
+    await resp.prepare(request)
+    await resp.write(b"unit_id,variant,probability,first_exposure_at,value\n")
+    async for chunk in db.unit_rows(pool, exp.id, query.metric, keys):
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from aiohttp import web
 
-UI_DIR = Path(__file__).resolve().parents[2] / "ui"
+from litmus.resources import UI_PACKAGE, data_dir
+
+UI_DIR = data_dir(UI_PACKAGE)
 routes = web.RouteTableDef()
 
 

@@ -1,4 +1,4 @@
-"""Unit assignment (SPEC section 3): compile an experiment once, assign units many times.
+"""Unit assignment (docs/DEVELOPING.md, "Assignment, step by step"): compile an experiment once, assign units many times.
 
 `compile_experiment` does all the work that does not depend on the unit: salt prefixes, the
 ramp threshold, cumulative bucket boundaries and every possible answer, built in advance. The
@@ -251,7 +251,7 @@ def _build(
         prefix=salt + ":",
         ramp_prefix_utf8=salt_utf8 + b":ramp:",
         prefix_utf8=salt_utf8 + b":",
-        # The float ramp * 10000, exactly as SPEC writes the comparison.
+        # The float ramp * 10000, exactly as docs/DEVELOPING.md writes the comparison.
         ramp_threshold=ramp_threshold,
         boundaries=bounds,
         # bucket >= ramp * 10000 (a float) <=> bucket >= ceil(ramp * 10000), as buckets are ints.
@@ -265,8 +265,9 @@ def _build(
         overrides=MappingProxyType(override_map),
         winner=winner,
         early=early,
+        # An override is not drawn: served with probability 1, like a winner.
         override_answers=MappingProxyType(
-            {unit: answer("override", index[vk]) for unit, vk in override_map.items()}
+            {unit: answer("override", index[vk], 1.0) for unit, vk in override_map.items()}
         ),
         targeting_answer=answer("targeting"),
         winner_answer=winner_answer,
@@ -275,8 +276,16 @@ def _build(
     )
 
 
+def served_probability(c: CompiledExperiment, unit_id: str, index: int) -> float:
+    """The probability the assign answer gave when it served variant `index` to this unit:
+    1 for an override or a stopped experiment's winner, else the variant's weight."""
+    if unit_id in c.override_answers or c.winner_answer is not None:
+        return 1.0
+    return c.weights[index]
+
+
 def assign(c: CompiledExperiment, unit_id: str, attributes: Attributes | None = None) -> Assignment:
-    """Assign one unit following SPEC section 3 steps 1-6, in that order."""
+    """Assign one unit following the steps of docs/DEVELOPING.md, "Assignment, step by step", in that order."""
     # 1. draft, paused, or stopped without a winner: nobody is in the experiment.
     if c.early is not None:
         return c.early

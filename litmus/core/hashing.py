@@ -1,4 +1,4 @@
-"""Deterministic unit bucketing (SPEC section 3): murmur3_x86_32, seed 1, into [0, 10000)."""
+"""Deterministic unit bucketing (docs/DEVELOPING.md, "Assignment, step by step"): murmur3_x86_32, seed 1, into [0, 10000)."""
 
 from __future__ import annotations
 

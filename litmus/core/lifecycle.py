@@ -1,4 +1,8 @@
-"""The experiment lifecycle as pure functions: each returns the changed experiment or raises."""
+"""The experiment lifecycle as pure functions: each returns the changed experiment or raises.
+
+The refusals are LitmusErrors, answered as they are by whoever asked (a person through the API,
+or a service acting on its own), with no translation on the way.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,25 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from litmus.core.errors import Conflict, ValidationFailed
 from litmus.core.models import Experiment
 
 
-class TransitionError(Exception):
-    """An action that the experiment's current status does not allow."""
+class TransitionError(Conflict):
+    """An action that the experiment's current status does not allow (409, naming the status)."""
 
-    def __init__(self, message: str, status: str) -> None:
-        super().__init__(message)
-        self.status = status
+    def __init__(self, message: str, experiment_status: str) -> None:
+        super().__init__(message, extra={"status": experiment_status})
+        # Not `status`: on a LitmusError that is the HTTP status.
+        self.experiment_status = experiment_status
 
 
-class FrozenVariantsError(Exception):
-    """A change to variant keys or count after launch."""
+class FrozenVariantsError(Conflict):
+    """A change after launch to what the analysis or the assignment rests on (409)."""
+
+
+def _invalid(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(message, fields={field: message})
 
 
 def launch(exp: Experiment, ramp: float | None, now: datetime) -> Experiment:
@@ -31,7 +41,7 @@ def launch(exp: Experiment, ramp: float | None, now: datetime) -> Experiment:
         )
     new_ramp = exp.ramp if ramp is None else ramp
     if not 0.0 < new_ramp <= 1.0:
-        raise ValueError("ramp must be greater than 0 and at most 1")
+        raise _invalid("ramp", "ramp must be greater than 0 and at most 1")
     return replace(
         exp,
         status="running",
@@ -55,7 +65,7 @@ def stop(exp: Experiment, winner: str | None, now: datetime) -> Experiment:
     if exp.status == "stopped":
         raise TransitionError("cannot stop: experiment is already stopped", exp.status)
     if winner is not None and winner not in {v.key for v in exp.variants}:
-        raise ValueError(f"winner {winner!r} is not one of this experiment's variants")
+        raise _invalid("winner", f"winner {winner!r} is not one of this experiment's variants")
     return replace(exp, status="stopped", winner=winner, stopped_at=now)
 
 
@@ -104,6 +114,13 @@ def check_editable(old: Experiment, new: Experiment) -> None:
                 f"a bandit's reward metric, type and goal cannot change once it has launched "
                 f"(it is {old.status}): the posteriors so far were built on them"
             )
+        old_cov = list(old.metrics.get("covariates") or ())
+        new_cov = list(new.metrics.get("covariates") or ())
+        if new_cov[:len(old_cov)] != old_cov:
+            raise FrozenVariantsError(
+                f"declared covariates can only be added to once an experiment has launched (it "
+                f"is {old.status}): exposures store them by position, so keep "
+                f"{', '.join(old_cov)} first and in this order")
         if old.key != new.key or old.salt != new.salt:
             raise FrozenVariantsError(
                 f"key and salt cannot change once an experiment has launched (it is {old.status}): "

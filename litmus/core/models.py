@@ -1,18 +1,32 @@
-"""Plain, immutable domain types shared by every layer. Pure: stdlib only."""
+"""Plain, immutable domain types shared by every layer. Pure: stdlib and core's errors only."""
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
+
+from litmus.core.errors import ValidationFailed
+from litmus.core.times import iso
 
 Status = Literal["draft", "running", "paused", "stopped"]
 Allocation = Literal["fixed", "bandit"]
 AnalysisMode = Literal["sequential", "fixed"]
 RewardType = Literal["binary", "continuous"]
 Goal = Literal["maximize", "minimize"]
+Direction = Literal["increase", "decrease"]
+Stat = Literal["mean", "p50", "p90", "p95", "p99"]
+Correction = Literal["holm", "bh"]
+#: Multiple-comparison corrections: Holm (family-wise error) or Benjamini–Hochberg (FDR).
+CORRECTIONS: tuple[str, ...] = ("holm", "bh")
+
+#: The quantile each quantile statistic names.
+QUANTILES: dict[str, float] = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+STATS: tuple[str, ...] = ("mean", *QUANTILES)
+MAX_CONSTRAINTS = 5
 
 STATUSES: tuple[str, ...] = ("draft", "running", "paused", "stopped")
 TARGETING_OPS: tuple[str, ...] = (
@@ -41,8 +55,153 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricDefinition:
+    """How one metric is read: which way is good, the statistic compared, a per-unit cap."""
+
+    direction: Direction = "increase"
+    stat: Stat = "mean"
+    cap: float | None = None
+    # A covariate's name: the lift rows add the CUPED (regression-adjusted) comparison.
+    cuped: str | None = None
+
+    @property
+    def quantile(self) -> float | None:
+        """The quantile a `pNN` statistic names (None for the mean)."""
+        return QUANTILES.get(self.stat)
+
+    @property
+    def minimize(self) -> bool:
+        """Lower is better."""
+        return self.direction == "decrease"
+
+
+DEFAULT_DEFINITION = MetricDefinition()
+
+
+#: A covariate's name, as a metric definition's `cuped` names it: the API's names
+#: (lower-case letters, digits, _ or -) pass, and stored ones read before that check too.
+COVARIATE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+
+
+def _refuse(field_path: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"invalid metrics: {field_path}: {message}",
+                            fields={field_path: message})
+
+
+def _covariate(name: str, value: Any) -> str | None:
+    """A definition's `cuped` covariate name, checked: None, or COVARIATE_NAME."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or COVARIATE_NAME.fullmatch(value) is None:
+        raise _refuse(f"metrics.definitions.{name}.cuped",
+                      f"{value!r} is not a covariate name: a letter, digit or _, then up "
+                      "to 63 letters, digits, _ or -")
+    return value
+
+
+def metric_definitions(metrics: Mapping[str, Any]) -> dict[str, MetricDefinition]:
+    """Every defined metric's definition, from an experiment's `metrics` JSON.
+
+    The older `minimize` list is kept as a shorthand: a metric listed there without a
+    definition reads as `direction: decrease`. A `cuped` that is not a covariate name raises
+    ValidationFailed naming `metrics.definitions.<metric>.cuped`."""
+    out: dict[str, MetricDefinition] = {}
+    for name, d in (metrics.get("definitions") or {}).items():
+        cap = d.get("cap")
+        out[name] = MetricDefinition(direction=d.get("direction", "increase"),
+                                     stat=d.get("stat", "mean"),
+                                     cap=None if cap is None else float(cap),
+                                     cuped=_covariate(name, d.get("cuped")))
+    for name in metrics.get("minimize") or ():
+        out.setdefault(name, MetricDefinition(direction="decrease"))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CorrectionSettings:
+    """How the lift table's p-values are corrected for multiple comparisons: `method` within
+    each metric's treatments, or over every (metric, treatment) row when `across_metrics`."""
+
+    method: Correction = "holm"
+    across_metrics: bool = False
+
+
+def correction_settings(metrics: Mapping[str, Any]) -> CorrectionSettings:
+    """`metrics.correction` ("holm", the default, or "bh") and `metrics.correct_across_metrics`
+    (false by default), checked: a wrong value raises ValidationFailed naming the field."""
+    method = metrics.get("correction", "holm")
+    if method is None:
+        method = "holm"
+    if method not in CORRECTIONS:
+        raise _refuse("metrics.correction",
+                      f"{method!r} is not a correction: use one of {', '.join(CORRECTIONS)}")
+    across = metrics.get("correct_across_metrics", False)
+    if across is None:
+        across = False
+    if not isinstance(across, bool):
+        raise _refuse("metrics.correct_across_metrics", f"{across!r} is not true or false")
+    return CorrectionSettings("bh" if method == "bh" else "holm", across)
+
+
+def check_metrics(metrics: Mapping[str, Any]) -> None:
+    """The checks core makes of an experiment's `metrics` JSON (every definition's `cuped`,
+    the correction settings); raises ValidationFailed naming the field."""
+    metric_definitions(metrics)
+    correction_settings(metrics)
+
+
+@dataclass(frozen=True, slots=True)
+class Constraint:
+    """A bound a variant's statistic of one metric must meet: at most `max`, at least `min`."""
+
+    metric: str
+    max: float | None = None
+    min: float | None = None
+
+    @property
+    def bound(self) -> float:
+        """The bound, whichever side it is on."""
+        b = self.max if self.max is not None else self.min
+        assert b is not None
+        return b
+
+    def violation(self, value: float) -> float:
+        """How far `value` is outside the bound, scaled by the bound's size (0 inside)."""
+        over = value - self.max if self.max is not None else (self.min or 0.0) - value
+        return max(over, 0.0) / max(abs(self.bound), 1e-12)
+
+
+@dataclass(frozen=True, slots=True)
+class Objective:
+    """What a constrained bandit optimises: its reward metric, subject to the constraints."""
+
+    metric: str
+    constraints: tuple[Constraint, ...] = ()
+
+
+def objective_to_dict(o: Objective) -> dict[str, Any]:
+    """An objective as JSON (a constraint shows only its bound's side)."""
+    cons = []
+    for c in o.constraints:
+        d: dict[str, Any] = {"metric": c.metric}
+        if c.max is not None:
+            d["max"] = c.max
+        if c.min is not None:
+            d["min"] = c.min
+        cons.append(d)
+    return {"metric": o.metric, "constraints": cons}
+
+
+def objective_from_dict(d: Mapping[str, Any]) -> Objective:
+    """An objective from its JSON form."""
+    return Objective(metric=d["metric"], constraints=tuple(
+        Constraint(metric=c["metric"], max=c.get("max"), min=c.get("min"))
+        for c in d.get("constraints") or ()))
+
+
+@dataclass(frozen=True, slots=True)
 class BanditSettings:
-    """How a bandit experiment learns its weights (SPEC section 5)."""
+    """How a bandit experiment learns its weights."""
 
     reward_metric: str = "conversion"
     reward_type: RewardType = "binary"
@@ -54,6 +213,7 @@ class BanditSettings:
     min_units: int = 200
     auto_stop: bool = False
     draws: int = 10_000
+    objective: Objective | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,12 +284,6 @@ class ArmStats:
         return v if v > 0.0 and math.isfinite(v) else 0.0
 
 
-def _iso(dt: datetime | None) -> str | None:
-    if dt is None:
-        return None
-    return dt.isoformat().replace("+00:00", "Z")
-
-
 def variant_to_dict(v: Variant) -> dict[str, Any]:
     """A variant as JSON."""
     return {
@@ -154,18 +308,33 @@ def variant_from_dict(d: Mapping[str, Any]) -> Variant:
 
 def bandit_to_dict(b: BanditSettings) -> dict[str, Any]:
     """Bandit settings as JSON."""
-    return {name: getattr(b, name) for name in BanditSettings.__slots__}
+    out = {name: getattr(b, name) for name in BanditSettings.__slots__}
+    out["objective"] = objective_to_dict(b.objective) if b.objective is not None else None
+    return out
 
 
 def bandit_from_dict(d: Mapping[str, Any]) -> BanditSettings:
     """Bandit settings from JSON, ignoring unknown keys."""
     known = set(BanditSettings.__slots__)
-    return BanditSettings(**{k: v for k, v in d.items() if k in known})
+    kw = {k: v for k, v in d.items() if k in known}
+    if kw.get("objective") is not None:
+        kw["objective"] = objective_from_dict(kw["objective"])
+    return BanditSettings(**kw)
 
 
 def rule_to_dict(r: Rule) -> dict[str, Any]:
     """A targeting rule as JSON."""
     return {"attribute": r.attribute, "op": r.op, "value": r.value}
+
+
+def metrics_out(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """`metrics` as the API shows it: every guardrail in its object form (one stored before
+    guardrails had settings is a bare name: margin 0, action alert)."""
+    out = dict(metrics)
+    if "guardrails" in out:
+        out["guardrails"] = [{"metric": g, "margin": 0.0, "action": "alert"}
+                             if isinstance(g, str) else g for g in out["guardrails"] or ()]
+    return out
 
 
 def experiment_to_dict(exp: Experiment) -> dict[str, Any]:
@@ -190,13 +359,13 @@ def experiment_to_dict(exp: Experiment) -> dict[str, Any]:
         "bandit": bandit_to_dict(exp.bandit) if exp.bandit is not None else None,
         "targeting": [rule_to_dict(r) for r in exp.targeting],
         "overrides": dict(exp.overrides),
-        "metrics": dict(exp.metrics),
+        "metrics": metrics_out(exp.metrics),
         "analysis_mode": exp.analysis_mode,
         "salt": exp.salt,
         "winner": exp.winner,
         "version": exp.version,
-        "created_at": _iso(exp.created_at),
-        "updated_at": _iso(exp.updated_at),
-        "launched_at": _iso(exp.launched_at),
-        "stopped_at": _iso(exp.stopped_at),
+        "created_at": iso(exp.created_at),
+        "updated_at": iso(exp.updated_at),
+        "launched_at": iso(exp.launched_at),
+        "stopped_at": iso(exp.stopped_at),
     }

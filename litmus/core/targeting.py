@@ -1,4 +1,4 @@
-"""Targeting rules (SPEC section 3): validate once, compile once, evaluate on the hot path.
+"""Targeting rules (docs/DEVELOPING.md, "Assignment, step by step"): validate once, compile once, evaluate on the hot path.
 
 A rule is `{attribute, op, value}`; every rule of an experiment must hold. Attributes are the
 JSON object a router sends with an assignment request. An attribute that is absent, or whose
@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 import operator
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import re2
 
 from litmus.core.models import TARGETING_OPS, Rule
 
@@ -22,8 +23,15 @@ Attributes = Mapping[str, Any]
 Predicate = Callable[[Attributes], bool]
 Check = Callable[[Attributes], bool]
 
-# Longest accepted pattern: Python's `re` backtracks, so the API bounds what it will compile.
+# Regexes run on RE2, whose matching time is linear in the input: a pattern such as `(a+)+$`
+# that makes a backtracking engine take seconds per request cannot stall the event loop.
+# Patterns RE2 does not support (backreferences, lookaround) are refused when the rule is saved.
 MAX_REGEX_LENGTH = 1000
+# Longest string attribute value an assignment request may send (README, "The API at a glance"):
+# it bounds the work one targeting check can cost.
+MAX_ATTRIBUTE_LENGTH = 1024
+# Most attributes one assignment request may send.
+MAX_ATTRIBUTES = 64
 
 _ORDER_OPS = frozenset({"gt", "gte", "lt", "lte"})
 
@@ -139,11 +147,20 @@ def _value_problem(op: str, value: Any) -> str | None:
         if len(value) > MAX_REGEX_LENGTH:
             return f"regex pattern is longer than {MAX_REGEX_LENGTH} characters"
         try:
-            re.compile(value)
-        except re.error as exc:
-            return f"invalid regular expression: {exc}"
+            _re2_compile(value)
+        except re2.error as exc:
+            why = exc.args[0] if exc.args else ""
+            why = why.decode(errors="replace") if isinstance(why, bytes) else str(why)
+            return f"not a regular expression RE2 accepts (no backreferences or lookaround): {why}"
         return None
     return None  # eq, neq: any non-null JSON value
+
+
+def _re2_compile(pattern: str) -> Any:
+    """The pattern compiled by RE2, quietly: RE2 otherwise prints its errors on stderr."""
+    options = re2.Options()
+    options.log_errors = False
+    return re2.compile(pattern, options)
 
 
 def _compile_rule(rule: Rule) -> Check:
@@ -236,7 +253,7 @@ def _compile_rule(rule: Rule) -> Check:
         return contains
 
     if op == "regex":
-        pattern = re.compile(value)
+        pattern = _re2_compile(value)
 
         def matches(a: Attributes) -> bool:
             v = a.get(attr)

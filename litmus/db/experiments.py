@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -19,10 +20,23 @@ from litmus.core.models import (
     variant_from_dict,
     variant_to_dict,
 )
-from litmus.db.queries import q
+from litmus.core.times import iso
+from litmus.db.queries import query
 from litmus.errors import Conflict, NotFound, PreconditionFailed
 
+q = partial(query, "queries")
+
 Mutation = Callable[[Experiment], Experiment]
+
+
+async def free_key(conn: asyncpg.Pool | asyncpg.Connection, base: str) -> str:
+    """`base` if no experiment has it, else `base-N` with N one above the largest taken."""
+    taken = {r["key"] for r in await conn.fetch(q("experiment_keys_like"), base)}
+    if base not in taken:
+        return base
+    numbers = [int(k[len(base) + 1:]) for k in taken
+               if k[len(base) + 1:].isdigit() and k.startswith(base + "-")]
+    return f"{base}-{max(numbers, default=1) + 1}"
 
 
 def row_to_experiment(row: asyncpg.Record) -> Experiment:
@@ -197,7 +211,7 @@ async def history(pool: asyncpg.Pool, exp_id: str, limit: int = 500) -> list[dic
     rows = await pool.fetch(q("audit_list"), uuid.UUID(exp_id), limit)
     return [
         {
-            "at": r["at"].isoformat().replace("+00:00", "Z"),
+            "at": iso(r["at"]),
             "actor": r["actor"],
             "action": r["action"],
             "changes": r["changes"],

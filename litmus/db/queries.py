@@ -1,4 +1,5 @@
-"""Named SQL queries loaded once from sql/queries.sql (`-- name: x` blocks)."""
+"""Named SQL queries, loaded once per file of sql/ (`-- name: x` blocks): the one loader
+every module of litmus/db reads its SQL through."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import re
 from functools import cache
 from pathlib import Path
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+from litmus.resources import SQL_PACKAGE, data_dir
+
+SQL_DIR = data_dir(SQL_PACKAGE)
 _NAME = re.compile(r"^--\s*name:\s*([a-z0-9_]+)\s*$", re.M)
 
 
 @cache
-def load(path: Path = SQL_DIR / "queries.sql") -> dict[str, str]:
+def load(path: Path) -> dict[str, str]:
     """Parse a file of `-- name: x` blocks into {name: sql}."""
     text = path.read_text(encoding="utf-8")
     parts = _NAME.split(text)
@@ -21,6 +24,7 @@ def load(path: Path = SQL_DIR / "queries.sql") -> dict[str, str]:
     return out
 
 
-def q(name: str) -> str:
-    """The SQL of one named query."""
-    return load()[name]
+def query(file: str, name: str) -> str:
+    """The SQL of one named query of sql/<file>.sql; a module binds its file once,
+    `q = partial(query, "ops")`, and calls `q("snapshot_age")`."""
+    return load(SQL_DIR / f"{file}.sql")[name]

@@ -4,21 +4,28 @@ The fold that keeps the per-arm tables up to date is in litmus/db/fold.py."""
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
-
-import asyncpg
 
 from litmus.core.bandit import BanditState
 from litmus.core.snapshot import MetricAgg
-from litmus.db.queries import q
+from litmus.core.times import iso
+from litmus.core.unitfold import HOURLY_SLOT_S
+from litmus.db.queries import query
+from litmus.db.types import Connection, Pool
+
+q = partial(query, "queries")
 
 log = logging.getLogger("litmus.recompute")
 
-HOUR = timedelta(hours=1)  # exposure_timeline_hourly's slot width
+HOUR = timedelta(seconds=HOURLY_SLOT_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +38,12 @@ class Aggregates:
     timeline: list[tuple[datetime, int, int]]
 
 
-async def recompute_targets(conn: asyncpg.Connection, stopped_within: timedelta) -> list[str]:
+async def recompute_targets(conn: Connection, stopped_within: timedelta) -> list[str]:
     """Running and paused experiments, and those stopped within `stopped_within`."""
     return [str(r["id"]) for r in await conn.fetch(q("recompute_targets"), stopped_within)]
 
 
-async def aggregates(conn: asyncpg.Connection, exp_id: str, bucket: timedelta,
+async def aggregates(conn: Connection, exp_id: str, bucket: timedelta,
                      origin: datetime) -> Aggregates:
     """Unit-level sufficient statistics per variant and metric for one experiment."""
     uid = uuid.UUID(exp_id)
@@ -65,13 +72,24 @@ async def aggregates(conn: asyncpg.Connection, exp_id: str, bucket: timedelta,
     return Aggregates(exposures, metrics, unattributed, timeline)
 
 
-async def save_snapshot(conn: asyncpg.Connection, exp_id: str, computed_at: datetime,
+async def positive_units(conn: Connection, exp_id: str, metric: str) -> dict[int, int]:
+    """Per variant position, the units whose total of `metric` is above 0."""
+    return {int(r["variant"]): int(r["positive"])
+            for r in await conn.fetch(q("arm_positive"), uuid.UUID(exp_id), metric)}
+
+
+async def bandit_updates(conn: Connection, exp_id: str) -> int:
+    """How many bandit updates of this experiment are stored."""
+    return int(await conn.fetchval(q("bandit_updates"), uuid.UUID(exp_id)))
+
+
+async def save_snapshot(conn: Connection, exp_id: str, computed_at: datetime,
                         snapshot: dict[str, Any], anytime_p: dict[str, float]) -> None:
     """Store the latest snapshot (one row per experiment)."""
     await conn.execute(q("snapshot_upsert"), uuid.UUID(exp_id), computed_at, snapshot, anytime_p)
 
 
-async def load_snapshot(conn: asyncpg.Pool | asyncpg.Connection,
+async def load_snapshot(conn: Pool | Connection,
                         exp_id: str) -> tuple[datetime, dict[str, Any], dict[str, float]] | None:
     """The latest stored snapshot, or None before the first recompute."""
     row = await conn.fetchrow(q("snapshot_get"), uuid.UUID(exp_id))
@@ -80,24 +98,21 @@ async def load_snapshot(conn: asyncpg.Pool | asyncpg.Connection,
     return row["computed_at"], row["snapshot"], row["anytime_p"]
 
 
-def _iso(dt: datetime | None) -> str | None:
-    return None if dt is None else dt.isoformat().replace("+00:00", "Z")
-
-
-async def load_bandit(conn: asyncpg.Connection, exp_id: str) -> tuple[BanditState, datetime] | None:
+async def load_bandit(conn: Connection, exp_id: str) -> tuple[BanditState, datetime] | None:
     """The stored bandit state and when it was computed, or None."""
     row = await conn.fetchrow(q("bandit_get"), uuid.UUID(exp_id))
     if row is None:
         return None
     state = BanditState(
         weights=row["weights"], p_best=row["p_best"], top_variant=row["top_variant"],
-        converged=row["converged"], converged_at=_iso(row["converged_at"]),
+        converged=row["converged"], converged_at=iso(row["converged_at"]),
         converged_variant=row["converged_variant"], burn_in=row["burn_in"],
+        p_feasible=row["p_feasible"],
     )
     return state, row["updated_at"]
 
 
-async def save_bandit(conn: asyncpg.Connection, exp_id: str, state: BanditState,
+async def save_bandit(conn: Connection, exp_id: str, state: BanditState,
                       at: datetime) -> None:
     """Store new weights (NOTIFYs every registry) and append them to the history."""
     uid = uuid.UUID(exp_id)
@@ -105,11 +120,39 @@ async def save_bandit(conn: asyncpg.Connection, exp_id: str, state: BanditState,
         if state.converged_at else None
     async with conn.transaction():
         await conn.execute(q("bandit_upsert"), uid, state.weights, state.p_best, state.top_variant,
-                           state.converged, converged_at, state.converged_variant, state.burn_in, at)
+                           state.converged, converged_at, state.converged_variant, state.burn_in, at,
+                           state.p_feasible)
         await conn.execute(q("bandit_history_add"), uid, at, state.weights, state.p_best)
 
 
-async def bandit_history(conn: asyncpg.Connection, exp_id: str, limit: int = 500) -> list[dict[str, Any]]:
+async def bandit_history(conn: Connection, exp_id: str, limit: int = 500) -> list[dict[str, Any]]:
     """The last `limit` weight updates, oldest first."""
     rows = await conn.fetch(q("bandit_history_get"), uuid.UUID(exp_id), limit)
-    return [{"t": _iso(r["t"]), "weights": r["weights"], "p_best": r["p_best"]} for r in rows]
+    return [{"t": iso(r["t"]), "weights": r["weights"], "p_best": r["p_best"]} for r in rows]
+
+
+EXPORT_CHUNK_ROWS = 5000
+
+
+async def unit_rows(pool: Pool, exp_id: str, metric: str,
+                    variants: list[str]) -> AsyncIterator[bytes]:
+    """The units export as CSV text, a chunk of rows at a time (a server-side cursor: memory
+    stays flat whatever the number of units)."""
+    async with pool.acquire() as conn, conn.transaction():
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        n = 0
+        async for r in conn.cursor(q("units_export"), uuid.UUID(exp_id), metric,
+                                   prefetch=EXPORT_CHUNK_ROWS):
+            v = r["variant"]
+            p = r["probability"]
+            w.writerow((r["unit_id"], variants[v] if 0 <= v < len(variants) else v,
+                        "" if p is None else repr(float(p)), iso(r["ts"]), repr(float(r["value"]))))
+            n += 1
+            if n == EXPORT_CHUNK_ROWS:
+                yield buf.getvalue().encode("utf-8")
+                buf.seek(0)
+                buf.truncate()
+                n = 0
+        if n:
+            yield buf.getvalue().encode("utf-8")

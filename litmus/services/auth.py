@@ -24,16 +24,26 @@ class Principal:
 
 
 class Authenticator:
-    """Looks a presented secret up among the configured tokens in constant time."""
+    """Looks a presented secret up among the configured tokens in constant time.
+
+    A token configured as `name:secret` is accepted presented either way: as the bare secret,
+    or whole, as it stands in ADMIN_API_TOKENS or in the data directory's admin_token file."""
 
     def __init__(self, admin: tuple[Token, ...], client: tuple[Token, ...]) -> None:
-        self._tokens = [(t.secret.encode(), Principal(t.name, ADMIN)) for t in admin] + [
-            (t.secret.encode(), Principal(t.name, CLIENT)) for t in client
-        ]
+        self._tokens: list[tuple[bytes, Principal]] = []
+        for tokens, kind in ((admin, ADMIN), (client, CLIENT)):
+            for t in tokens:
+                principal = Principal(t.name, kind)
+                self._tokens.append((t.secret.encode(), principal))
+                self._tokens.append((f"{t.name}:{t.secret}".encode(), principal))
 
     def identify(self, presented: str) -> Principal | None:
         """The principal whose secret equals `presented`, comparing every token in full."""
-        raw = presented.encode()
+        try:
+            raw = presented.encode()
+        except UnicodeEncodeError:
+            # A header byte that is not UTF-8 arrives as a lone surrogate: no token has one.
+            return None
         found: Principal | None = None
         for secret, principal in self._tokens:
             # No early exit: the time taken must not depend on which token matched.

@@ -7,11 +7,13 @@ into per-arm deltas, which are added to the per-arm tables in the same transacti
 the watermark: a crash or an error folds nothing twice, and the in-memory state of a fold that
 did not commit is thrown away and loaded again.
 
-The state is durable as a checkpoint (fold_checkpoint, sql/migrations/0010) written every
+The state is durable as a checkpoint (the table fold_checkpoint) written every
 CHECKPOINT_EVERY_S. A process that becomes leader loads it and replays the events committed
 between the checkpoint and the watermark, without deltas (the per-arm tables have them). So a
 month of raw events may be dropped once a checkpoint newer than it exists
 (docs/OPERATIONS.md, "Retention").
+
+Every statement runs in litmus/db/fold.py; this module decides, and calls down only.
 """
 
 from __future__ import annotations
@@ -19,20 +21,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-import asyncpg
 import numpy as np
 
 from litmus import metrics
 from litmus.core.unitfold import Deltas, ExperimentUnits
 from litmus.db import fold as db
 from litmus.db import results as results_db
+from litmus.db.types import Connection
 
 log = logging.getLogger("litmus.recompute")
 
-FOLD_VERSION = 2  # see sql/migrations/0009 and 0010
+# The format of the per-arm tables this fold writes, recorded on the watermark: a leader that
+# finds an older version's mark knows which columns that version left alone.
+FOLD_VERSION = 3
+POSITIVE_SINCE = 3  # the first fold version that keeps each arm's count of units above 0
 CHECKPOINT_EVERY_S = 300.0
 CHECKPOINT_AFTER_EVENTS = 5_000_000  # or sooner, after this many events folded or replayed
 CHECKPOINT_RETRY_S = 60.0  # after a failed checkpoint
@@ -73,26 +80,19 @@ class Folder:
         self.evicted = set()
         self._dirty = set()
 
-    async def fold(self, conn: asyncpg.Connection) -> FoldStats:
+    async def fold(self, conn: Connection) -> FoldStats:
         """Fold every event committed since the watermark; load the states first if needed."""
         stats = FoldStats()
         t0 = time.perf_counter()
         await db.summarize_new_ranges(conn)
         stats.seconds["summarize"] = time.perf_counter() - t0
         try:
-            # One snapshot for every statement: a stop committed mid-fold cannot cut some.
-            async with conn.transaction(isolation="repeatable_read"):
-                await conn.execute(db.q("fold_version_set"), str(FOLD_VERSION))
-                row = await conn.fetchrow(db.q("watermark_lock"))
-                if row is None:
+            async with db.begin(conn, FOLD_VERSION) as mark:
+                lo, hi = mark.lo, mark.hi
+                if mark.created:
                     # An operator deleted the watermark row (a manual re-fold, OPERATIONS.md).
                     log.warning("recompute watermark missing: refolding all events from scratch")
-                    await conn.execute(db.q("watermark_init"))
                     await self._reset(conn)
-                    row = await conn.fetchrow(db.q("watermark_lock"))
-                    assert row is not None
-                lo = int(row["xid_lo"])
-                hi = int(await conn.fetchval(db.q("snapshot_xmin")))
                 if hi < lo:
                     # Transaction ids went backwards: this database was restored into another
                     # cluster. The watermark and the checkpoint mean nothing here.
@@ -102,16 +102,15 @@ class Folder:
                     lo = 0
                 if self.states is None or self.xid != lo:
                     # No state yet, or another leader folded since ours (we were deposed).
-                    lo = await self._load(conn, row, lo, stats)
+                    lo = await self._load(conn, mark, lo, stats)
                 stats.lo, stats.hi = lo, max(hi, lo)
                 if hi > lo:
                     # After the load: a replay applies the cut-offs pinned by earlier folds.
-                    await conn.execute(db.q("fold_cutoffs_pin"), lo)
+                    await db.pin_cutoffs(conn, lo)
                     deltas: dict[str, Deltas] = {}
                     stats.events = await self._fold_range(conn, lo, hi, deltas, stats)
                     t = time.perf_counter()
-                    await db.write_deltas(conn, deltas)
-                    await conn.execute(db.q("watermark_set"), hi)
+                    await db.write_deltas(conn, deltas, hi)
                     stats.seconds["write"] = time.perf_counter() - t
             self.xid = stats.hi
             self._since_checkpoint += stats.events + stats.replayed
@@ -136,17 +135,15 @@ class Folder:
         stats.seconds["total"] = time.perf_counter() - t0
         return stats
 
-    async def checkpoint(self, conn: asyncpg.Connection) -> int:
+    async def checkpoint(self, conn: Connection) -> int:
         """Store the states changed since the last checkpoint, if they are still the
         watermark's, then let the states of experiments no longer recomputed leave memory;
         returns the bytes written."""
         states = self.states
         if states is None:
             return 0
-        async with conn.transaction():
-            await conn.execute(db.q("fold_version_set"), str(FOLD_VERSION))  # see 0009
-            row = await conn.fetchrow(db.q("watermark_lock"))
-            if row is None or int(row["xid_lo"]) != self.xid:
+        async with db.hold_watermark(conn, FOLD_VERSION) as xid:
+            if xid != self.xid:
                 self.forget()  # another leader moved on: ours are stale
                 return 0
             dirty = {e: states[e] for e in self._dirty if e in states}
@@ -163,39 +160,24 @@ class Folder:
                  "%.1f MB", self.xid, len(dirty), len(states) + len(self.evicted), size / 1e6)
         return size
 
-    async def _reset(self, conn: asyncpg.Connection) -> None:
-        await conn.execute(db.q("fold_reset"))
-        await conn.execute(db.q("fold_reset_arms"))
-        # Folding everything again: every stop cuts every event dated after it.
-        await conn.execute(db.q("fold_cutoffs_clear"))
-        if await conn.fetchval(db.q("v1_present")):
-            await conn.execute(db.q("v1_drop"))
+    async def _reset(self, conn: Connection) -> None:
+        """Start over from no events folded, in the database and in memory."""
+        await db.reset(conn)
         self.states, self.xid = {}, 0
         self.evicted, self._dirty = set(), set()
 
-    async def _load(self, conn: asyncpg.Connection, row: asyncpg.Record, lo: int,
+    async def _load(self, conn: Connection, mark: db.Watermark, lo: int,
                     stats: FoldStats) -> int:
         """Make the in-memory states those of watermark `lo` (or reset); returns the watermark."""
         t = time.perf_counter()
         self.evicted, self._dirty = set(), set()
-        v1 = await conn.fetchval(db.q("v1_present"))
         if lo == 0:
             # Nothing folded yet (or the watermark was set back by hand): start from empty
             # everywhere, so no stored checkpoint row, per-arm row or pin outlives it.
             await self._reset(conn)
-        elif v1:
-            # The first leader of this version: the tables of the previous one are current.
-            self.states = await db.read_v1_tables(conn)
-            if int(row["fold_version"]) == 0:  # folded before 0008: no hourly slots
-                await conn.execute(db.q("v1_repair_hourly_clear"))
-                await conn.execute(db.q("v1_repair_hourly"))
-            await db.write_checkpoint(conn, self.states, lo)
-            await conn.execute(db.q("v1_drop"))
-            log.info("recompute: per-unit state of %d experiments taken over from the tables "
-                     "of the previous version", len(self.states))
         else:
-            cp = row["checkpoint_xid"]
-            if cp is not None and int(cp) > lo:
+            cp = mark.checkpoint
+            if cp is not None and cp > lo:
                 log.warning("recompute checkpoint (%s) is ahead of the watermark (%s): "
                             "refolding all events", cp, lo)
                 await self._reset(conn)
@@ -208,10 +190,12 @@ class Folder:
                 self.states = await db.read_checkpoint(conn, sorted(stored & active))
                 self.evicted = stored - active
             await self._learn_names(conn)  # before the replay meets those metrics
-            start = int(cp) if cp is not None else 0
+            start = cp if cp is not None else 0
             if start < lo:
                 stats.replayed = await self._fold_range(conn, start, lo, None, stats)
         await self._learn_names(conn)
+        if lo > 0 and mark.version < POSITIVE_SINCE:
+            await self._recount_positive(conn)
         if lo > 0:
             log.info("recompute: per-unit state of %d experiments loaded at transaction %d in "
                      "%.2f s (%d events replayed)", len(self.states or {}), lo,
@@ -220,7 +204,31 @@ class Folder:
         self.xid = lo
         return lo
 
-    async def _learn_names(self, conn: asyncpg.Connection) -> None:
+    async def _recount_positive(self, conn: Connection) -> None:
+        """Set every per-arm count of units with a total above 0 from the per-unit states.
+
+        The last fold or checkpoint was by a version before POSITIVE_SINCE, which kept no such
+        count (and leaves the column alone when it folds during a rolling upgrade). The states are
+        the watermark's: those in memory were just loaded and replayed, and an evicted one
+        still in the checkpoint had no event since (a replay brings those back)."""
+        assert self.states is not None
+        t = time.perf_counter()
+        counts: dict[str, dict[tuple[int, str], int]] = {}
+
+        def count(st: ExperimentUnits) -> dict[tuple[int, str], int]:
+            return {k: int(v[4]) for k, v in st.arm_totals().metrics.items() if v[4]}
+
+        for exp_id, st in self.states.items():
+            counts[exp_id] = await asyncio.to_thread(count, st)
+        for exp_id in sorted(self.evicted):  # one at a time: they left memory for a reason
+            for e, st in (await db.read_checkpoint(conn, [exp_id])).items():
+                counts[e] = await asyncio.to_thread(count, st)
+        await db.set_positive(conn, counts)
+        log.info("recompute: units with a total above 0 recounted for %d experiments in %.2f s "
+                 "(the last fold was by a version that kept no such count)", len(counts),
+                 time.perf_counter() - t)
+
+    async def _learn_names(self, conn: Connection) -> None:
         """Know the hash of every metric the states hold (they store names only)."""
         assert self.states is not None
         known = set(self.names.values())
@@ -228,11 +236,9 @@ class Folder:
         todo = sorted({m for st in self.states.values() for m in st.metrics
                        if not m.startswith(_NEW)} - known)
         if todo:
-            for r in await conn.fetch("SELECT m, hashtextextended(m, 0) AS h "
-                                      "FROM unnest($1::text[]) m", todo):
-                self.names[int(r["h"])] = r["m"]
+            self.names.update(await db.metric_hashes(conn, todo))
 
-    async def _fold_range(self, conn: asyncpg.Connection, lo: int, hi: int,
+    async def _fold_range(self, conn: Connection, lo: int, hi: int,
                           deltas: dict[str, Deltas] | None, stats: FoldStats) -> int:
         """Fold the events of transactions [lo, hi) into the states; returns events read."""
         states = self.states
@@ -258,7 +264,8 @@ class Folder:
                 if (st := state(exp_id, r, 0)) is not None:
                     st.fold_exposures(r["unit"].astype(np.int64), r["variant"],
                                       r["ts"].astype(np.int64), r["tie"].astype(np.int64),
-                                      delta(exp_id))
+                                      delta(exp_id), r["prob"].astype(np.float64),
+                                      db.covariates(r))
 
         def fold_metrics(rows: db.Rows) -> None:
             for exp_id, r in db.by_experiment(rows):
@@ -271,21 +278,23 @@ class Folder:
                     st.fold_metrics(name, sel["unit"].astype(np.int64),
                                     sel["value"].astype(np.float64), delta(exp_id))
 
-        async def on_exposures(rows: db.Rows) -> None:
-            await asyncio.to_thread(fold_exposures, rows)
-
-        async def on_metrics(rows: db.Rows) -> None:
-            await asyncio.to_thread(fold_metrics, rows)
+        async def fold_all(chunks: AsyncGenerator[db.Rows, None],
+                           fold: Callable[[db.Rows], None]) -> int:
+            n = 0
+            async with aclosing(chunks):  # on an error: the COPY ends before the rollback
+                async for rows in chunks:
+                    n += len(rows)
+                    await asyncio.to_thread(fold, rows)
+                    del rows  # before the next chunk is read: one in memory at a time
+            return n
 
         # Exposures first: they decide the arms the metric totals are added to.
         t = time.perf_counter()
-        n = await db.copy_rows(conn, db.q("fold_read_exposures"), (lo, hi), db.EXPOSURE_ROW,
-                               on_exposures)
+        n = await fold_all(db.read_exposures(conn, lo, hi), fold_exposures)
         step = "replay" if deltas is None else "fold"
         stats.seconds[f"{step}_exposures"] = time.perf_counter() - t
         t = time.perf_counter()
-        n += await db.copy_rows(conn, db.q("fold_read_metrics"), (lo, hi), db.METRIC_ROW,
-                                on_metrics)
+        n += await fold_all(db.read_metrics(conn, lo, hi), fold_metrics)
         if waiting:
             # Late events of experiments no longer recomputed: their states come back.
             states.update(await db.read_checkpoint(conn, sorted(waiting)))
@@ -300,7 +309,7 @@ class Folder:
         stats.seconds[f"{step}_metrics"] = time.perf_counter() - t
         return n
 
-    async def _name_new_metrics(self, conn: asyncpg.Connection, lo: int, hi: int,
+    async def _name_new_metrics(self, conn: Connection, lo: int, hi: int,
                                 deltas: dict[str, Deltas] | None) -> None:
         """Give metrics first seen in this range their names (looked up after the COPY)."""
         states = self.states
@@ -312,15 +321,13 @@ class Folder:
         self.names.update(await db.metric_names(conn, lo, hi, new))
         for exp_id, st in states.items():
             for m in [m for m in st.metrics if m.startswith(_NEW)]:
-                name = self.names[int(m[len(_NEW):])]
                 # Every name a state held had its hash known before the fold (_learn_names).
-                assert name not in st.metrics, name
-                st.metrics[name] = st.metrics.pop(m)
+                st.rename_metric(m, self.names[int(m[len(_NEW):])])
             if deltas is not None and exp_id in deltas:
                 named: dict[tuple[int, str], list[float]] = {}
                 for (arm, m), v in deltas[exp_id].metrics.items():
                     name = self.names[int(m[len(_NEW):])] if m.startswith(_NEW) else m
-                    cur = named.setdefault((arm, name), [0, 0, 0.0, 0.0])
+                    cur = named.setdefault((arm, name), [0, 0, 0.0, 0.0, 0])
                     for i, x in enumerate(v):
                         cur[i] += x
                 deltas[exp_id].metrics = named

@@ -4,7 +4,9 @@ Handlers hand validated rows to `Ingestor.submit`; a writer task takes everythin
 when the oldest waiting event reaches `flush_age` or the buffer holds `flush_events`, stores it
 in one transaction (one COPY per table, event_id dedupe, see db.events.write_batch) on a
 connection of its own, and only then resolves the waiters: a 202 means the events are
-committed. While a flush runs the next one gathers, so batches grow with load; two writers
+committed, and each waiter learns how many of its own events were stored and how many were
+repeats of a client event_id (within its request, within the flush, or already stored).
+While a flush runs the next one gathers, so batches grow with load; two writers
 let one flush's row encoding (here) overlap the other's work in PostgreSQL. Past `buffer_events`/`buffer_bytes` (counting what is being written) submissions are
 refused at once (503). When PostgreSQL is unreachable the writer retries with backoff; each
 waiting request gives up after `wait_s` with a 503, and a flush still running at that moment
@@ -23,29 +25,29 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from itertools import count
 from typing import Any
 
-import asyncpg
-
 from litmus import metrics
 from litmus.db import events as db
+from litmus.db.errors import REFUSED, TRANSIENT
+from litmus.db.events import Claim, ExposureRow, MetricRow
+from litmus.db.events import Micros as Micros
+from litmus.db.types import Connection
 from litmus.errors import LitmusError, Unavailable
 from litmus.settings import Settings
 
 log = logging.getLogger("litmus.ingest")
 
-# Rows in the column order of db.events.EXPOSURE_COLUMNS / METRIC_COLUMNS. Times travel as
+# Rows are plain tuples shaped by db.events (ExposureRow, MetricRow, Claim). Times travel as
 # (microseconds since 2000-01-01 UTC,) and experiment ids as text: the writer connections
 # encode both without Python work (asyncpg's datetime and UUID paths cost 3x the whole row).
-Micros = tuple[int]
-ExposureRow = tuple[str, str, int, Micros, str]
-"""(experiment_id, unit_id, variant index, ts, event_id)"""
-MetricRow = tuple[str, str, str, float, int | None, Micros, str]
-"""(experiment_id, unit_id, metric, value, variant index | None, ts, event_id)"""
-Claim = tuple[str, str]
-"""(experiment_id, event_id) of an event whose id the client chose: deduped on write."""
+# Client event ids are deduped per experiment and event type (sql/migrations/0011): an exposure
+# and a metric event may share an id. A conversion is a metric event, so it shares the metric
+# namespace: a conversion and a metric with the same event_id are one event.
+EXPOSURE = db.EXPOSURE_KIND
+METRIC = db.METRIC_KIND
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 PG_EPOCH_UNIX_US = 946_684_800_000_000
 
@@ -56,15 +58,12 @@ def to_micros(dt: datetime) -> Micros:
     return ((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds,)
 
 
-def from_micros(us: Micros) -> datetime:
-    """The writer's time value as an aware datetime."""
-    return PG_EPOCH + timedelta(microseconds=us[0])
-
 Writer = Callable[
-    [asyncpg.Connection, Sequence[tuple[Any, ...]], Sequence[tuple[Any, ...]], Sequence[Claim]],
-    Awaitable[db.Stored],
+    [Connection, Sequence[ExposureRow], Sequence[MetricRow], Sequence[Claim],
+     Sequence[tuple[int, int]]],
+    Awaitable[list[db.Stored]],
 ]
-Connector = Callable[[str], Awaitable[asyncpg.Connection]]
+Connector = Callable[[str], Awaitable[Connection]]
 PARTITIONS_EVERY_S = 6 * 3600.0
 
 
@@ -76,9 +75,30 @@ class EventBatch:
     metrics: list[MetricRow] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
     nbytes: int = 0
+    duplicates: int = 0
+    """Repeats of a claimed id within this batch, dropped by `drop_repeats`."""
 
     def __len__(self) -> int:
         return len(self.exposures) + len(self.metrics)
+
+    def drop_repeats(self) -> None:
+        """Keep the first event of each claimed id; count the later ones as duplicates."""
+        claims = self.claims
+        if len(claims) < 2 or len(set(claims)) == len(claims):
+            return
+        before = len(self)
+        self.exposures, self.metrics, self.claims = _unique(
+            self.exposures, self.metrics, claims, set())
+        self.duplicates += before - len(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What became of one request's events: stored (buffered, without waiting) and repeats."""
+
+    exposures: int
+    metrics: int
+    duplicates: int
 
 
 class ServerIds:
@@ -102,14 +122,16 @@ def exposure_row(
     variant: int,
     ts: datetime | None = None,
     event_id: str | None = None,
+    probability: float | None = None,
+    covariates: list[float | None] | None = None,
 ) -> ExposureRow:
     """An exposure row from already-validated parts (the assignment endpoint's shortcut).
 
-    Give `event_id` only together with a claim (see `submit_exposures`); without one the
-    server makes an id that is never deduped."""
+    Give `event_id` only together with its claim in the batch; without one the server makes
+    an id that is never deduped. `probability` as stored (litmus/db/events.py ExposureRow)."""
     when = to_micros(ts if ts is not None else datetime.now(UTC))
     eid = event_id if event_id is not None else server_event_id()
-    return (str(experiment_id), unit_id, variant, when, eid)
+    return (str(experiment_id), unit_id, variant, when, eid, probability, covariates)
 
 
 class IngestFailed(LitmusError):
@@ -121,7 +143,7 @@ class IngestFailed(LitmusError):
 @dataclass(slots=True, eq=False)
 class _Submission:
     batch: EventBatch
-    future: asyncio.Future[None] | None
+    future: asyncio.Future[db.Stored] | None
     deadline: float
     taken: bool = False
     settled: bool = False
@@ -168,7 +190,7 @@ class Ingestor:
         self._connect = connect
         self._write = write
         self.writers = writers
-        self._conns: list[asyncpg.Connection | None] = [None] * writers
+        self._conns: list[Connection | None] = [None] * writers
         self._pending: list[_Submission] = []
         self._pending_events = 0
         self._first_at = 0.0
@@ -235,7 +257,7 @@ class Ingestor:
                 retry_after=1,
             )
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] | None = loop.create_future() if waiter else None
+        fut: asyncio.Future[db.Stored] | None = loop.create_future() if waiter else None
         sub = _Submission(batch, fut, time.monotonic() + self.wait_s)
         if not self._pending:
             self._first_at = time.monotonic()
@@ -245,31 +267,38 @@ class Ingestor:
         self._events += n
         self._bytes += batch.nbytes
         self.stats.accepted += n
+        self.stats.duplicates += batch.duplicates
         if self._pending_events >= self.flush_events:
             self._wake.set()
         return sub
 
-    async def submit(self, batch: EventBatch, *, wait: bool = True) -> None:
-        """Buffer a validated batch; with `wait`, return once it is committed (else 503)."""
+    async def submit(self, batch: EventBatch, *, wait: bool = True) -> Receipt:
+        """Buffer a validated batch; with `wait`, return once it is committed (else 503).
+
+        The receipt counts the events stored and the repeats of a client event_id that were
+        not. Without `wait` it counts what was buffered: repeats within the batch are known at
+        once, repeats of events already stored only when written (IngestStats.duplicates)."""
+        batch.drop_repeats()
         if not len(batch):
-            return
+            return Receipt(0, 0, batch.duplicates)
         sub = self._admit(batch, wait)
         fut = sub.future
         if fut is None:
-            return
+            return Receipt(len(batch.exposures), len(batch.metrics), batch.duplicates)
         try:
-            await asyncio.wait_for(asyncio.shield(fut), self.wait_s)
-            return
+            stored = await asyncio.wait_for(asyncio.shield(fut), self.wait_s)
         except TimeoutError:
-            pass
-        if sub.taken:
+            stored = None
+        if stored is None and sub.taken:
             # Being written: the writer's verdict comes at this same deadline. Bounded anyway.
             try:
-                await asyncio.wait_for(asyncio.shield(fut), self.wait_s)
+                stored = await asyncio.wait_for(asyncio.shield(fut), self.wait_s)
             except TimeoutError:
                 fut.add_done_callback(_retrieved)
                 raise self._too_slow() from None
-            return
+        if stored is not None:
+            repeats = len(batch) - stored.exposures - stored.metrics
+            return Receipt(stored.exposures, stored.metrics, batch.duplicates + repeats)
         # Never handed to PostgreSQL: take it back, so that the 503 means "not stored".
         self._pending.remove(sub)
         self._pending_events -= len(sub.batch)
@@ -285,15 +314,6 @@ class Ingestor:
         except Unavailable:
             return False
         return True
-
-    async def submit_exposures(
-        self, rows: Sequence[ExposureRow], *, wait: bool = True, dedupe: bool = False
-    ) -> None:
-        """Exposures from already-validated rows; like `submit` (503 when refused).
-
-        With `dedupe`, each row's event_id is a client id that must count once."""
-        claims = [(r[0], r[4]) for r in rows] if dedupe else []
-        await self.submit(EventBatch(list(rows), [], claims, 200 * len(rows)), wait=wait)
 
     def _too_slow(self) -> Unavailable:
         return Unavailable(
@@ -407,7 +427,7 @@ class Ingestor:
             log.warning("creating event partitions failed (%s); trying again later", exc)
             self._partitions_at -= PARTITIONS_EVERY_S - 60.0
 
-    async def _connection(self, slot: int) -> asyncpg.Connection:
+    async def _connection(self, slot: int) -> Connection:
         conn = self._conns[slot]
         if conn is None or conn.is_closed():
             conn = self._conns[slot] = await self._connect(self._dsn)
@@ -460,7 +480,7 @@ class Ingestor:
                 self._drop_connection(slot)
                 self._mark_down("the flush did not finish in time")
                 continue
-            except db.TRANSIENT as exc:
+            except TRANSIENT as exc:
                 self._drop_connection(slot)
                 self._mark_down(f"{type(exc).__name__}: {exc}")
                 self.stats.retries += 1
@@ -470,7 +490,7 @@ class Ingestor:
                 await asyncio.sleep(pause)
                 backoff = min(backoff * 2, 1.0)
                 continue
-            except asyncpg.PostgresError as exc:
+            except REFUSED as exc:
                 if len(batch) > 1:
                     # One submission's rows were refused: find it, store the others.
                     log.warning("flush refused (%s); writing its requests one by one", exc)
@@ -483,35 +503,47 @@ class Ingestor:
             self._mark_up()
             metrics.ingest_flushed(sum(len(s.batch) for s in batch), time.monotonic() - started)
             self.stats.flushes += 1
-            self.stats.stored_exposures += stored.exposures
-            self.stats.stored_metrics += stored.metrics
-            total = sum(len(s.batch) for s in batch)
-            self.stats.duplicates += total - stored.exposures - stored.metrics
-            for sub in batch:
+            for sub, mine in zip(batch, stored, strict=True):
+                self.stats.stored_exposures += mine.exposures
+                self.stats.stored_metrics += mine.metrics
+                self.stats.duplicates += len(sub.batch) - mine.exposures - mine.metrics
                 self._release(sub)
                 if sub.future is not None and not sub.future.done():
-                    sub.future.set_result(None)
+                    sub.future.set_result(mine)
             return
 
-    async def _write_once(self, batch: list[_Submission], slot: int) -> db.Stored:
+    async def _write_once(self, batch: list[_Submission], slot: int) -> list[db.Stored]:
+        """Write the flush; what each submission had stored, in order."""
         conn = await self._connection(slot)
         if self._partitions_at == 0.0:
             self._partitions_at = time.monotonic()
             await db.ensure_partitions(conn)
+        # Every batch is free of repeats in itself (submit: drop_repeats), so only a flush of
+        # several requests can repeat a claimed id: the earliest request keeps the event.
         if len(batch) == 1:
             b = batch[0].batch
             exposures: list[Any] = b.exposures
             metrics: list[Any] = b.metrics
             claims: list[Claim] = b.claims
+            sizes = [(len(exposures), len(metrics))]
         else:
-            exposures, metrics, claims = [], [], []
+            exposures, metrics, claims, sizes = [], [], [], []
             for sub in batch:
                 exposures += sub.batch.exposures
                 metrics += sub.batch.metrics
                 claims += sub.batch.claims
-        if claims and len(set(claims)) != len(claims):
-            exposures, metrics, claims = _unique(exposures, metrics, claims)
-        return await self._write(conn, exposures, metrics, claims)
+                sizes.append((len(sub.batch.exposures), len(sub.batch.metrics)))
+            if claims and len(set(claims)) != len(claims):
+                exposures, metrics, claims, sizes = [], [], [], []
+                seen: set[Claim] = set()
+                for sub in batch:
+                    e, m, c = _unique(sub.batch.exposures, sub.batch.metrics, sub.batch.claims,
+                                      seen)
+                    exposures += e
+                    metrics += m
+                    claims += c
+                    sizes.append((len(e), len(m)))
+        return await self._write(conn, exposures, metrics, claims, sizes)
 
     def _fail(self, sub: _Submission) -> None:
         self._release(sub)
@@ -534,24 +566,27 @@ class Ingestor:
 
 
 def _unique(
-    exposures: list[Any], metrics: list[Any], claims: list[Claim]
+    exposures: list[Any], metrics: list[Any], claims: list[Claim], seen: set[Claim]
 ) -> tuple[list[Any], list[Any], list[Claim]]:
-    """Keep the first event of each client event_id within one flush (rare: retries)."""
+    """The events whose claimed id is not in `seen` yet, first one of each (rare: retries);
+    adds their ids to `seen`. Rows with server-made ids are never claimed and always kept."""
     claimed = set(claims)
-    seen: set[Claim] = set()
     out: list[list[Any]] = [[], []]
-    for rows, out_rows in ((exposures, out[0]), (metrics, out[1])):
+    kept: list[Claim] = []
+    for kind, eid, rows, out_rows in ((EXPOSURE, db.EXPOSURE_EVENT_ID, exposures, out[0]),
+                                      (METRIC, db.METRIC_EVENT_ID, metrics, out[1])):
         for r in rows:
-            key = (r[0], r[-1])
+            key = (r[db.EXPERIMENT_ID], kind, r[eid])
             if key in claimed:
                 if key in seen:
                     continue
                 seen.add(key)
+                kept.append(key)
             out_rows.append(r)
-    return out[0], out[1], list(claimed)
+    return out[0], out[1], kept
 
 
-def _retrieved(fut: asyncio.Future[None]) -> None:
+def _retrieved(fut: asyncio.Future[db.Stored]) -> None:
     # A handler may have gone away; mark the exception as seen so asyncio does not warn.
     if not fut.cancelled():
         fut.exception()

@@ -14,17 +14,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import asyncpg
 import orjson
 
 from litmus.core.assignment import CompiledExperiment, compile_experiment
 from litmus.core.models import Experiment
 from litmus.db import experiments as db
+from litmus.db import listen as listening
+from litmus.db.types import Connection, Pool
 
 log = logging.getLogger("litmus.registry")
-CHANNEL = "litmus_experiments"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +56,7 @@ def _served(entry: Entry) -> bool:
 class Registry:
     """In-memory experiments by id and by key; see the module docstring."""
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str, reload_interval_s: float) -> None:
+    def __init__(self, pool: Pool, dsn: str, reload_interval_s: float) -> None:
         self._pool = pool
         self._dsn = dsn
         self._reload_interval_s = reload_interval_s
@@ -69,7 +68,7 @@ class Registry:
         self._reads = 0
         self._installed: dict[str, int] = {}
         self._wake = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
+        self._listener: Connection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribers: set[asyncio.Queue[tuple[str, bytes]]] = set()
         self._on_change: list[Callable[[Entry | None, str], None]] = []
@@ -218,14 +217,13 @@ class Registry:
 
     # -- background work ----------------------------------------------------------------------
 
-    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+    def _notified(self, payload: str) -> None:
         self._pending.add(payload)
         self._wake.set()
 
     async def _listen(self) -> None:
-        conn = await asyncpg.connect(self._dsn)
-        await conn.add_listener(CHANNEL, self._notified)
-        self._listener = conn
+        self._listener = await listening.listen(self._dsn, listening.EXPERIMENTS_CHANNEL,
+                                                self._notified)
 
     async def _apply_loop(self) -> None:
         while True:
@@ -246,7 +244,7 @@ class Registry:
         while True:
             await asyncio.sleep(min(1.0, self._reload_interval_s))
             try:
-                if self._listener is None or self._listener.is_closed():
+                if not listening.is_open(self._listener):
                     log.warning("LISTEN connection lost; reconnecting")
                     await self._close_listener()
                     await self._listen()
@@ -261,9 +259,7 @@ class Registry:
 
     async def _close_listener(self) -> None:
         conn, self._listener = self._listener, None
-        if conn is not None and not conn.is_closed():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 2)
+        await listening.close_quietly(conn)
 
     async def start(self) -> None:
         """Listen first (so no change slips between load and listen), then load everything."""

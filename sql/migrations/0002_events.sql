@@ -20,7 +20,7 @@
 --    repeat of an earlier event_id of the same experiment, so aggregates can simply sum.
 --  * text columns use COLLATE "C": byte order, no locale work in comparisons.
 --
--- What the results side reads (SPEC section 4): a unit's variant is the variant of its FIRST
+-- What the results side reads (README, "How it works, briefly"): a unit's variant is the variant of its FIRST
 -- exposure (min ts, ties broken by ingest_xid); metric events without a variant belong to
 -- that first exposure's variant; metric events of units never exposed are "unattributed".
 

@@ -42,7 +42,7 @@ async def test_one_exposure_is_stored_before_202(client: TestClient, db: asyncpg
     status, body = await post(client, EXPOSURE,
                               {"experiment": "ranker", "unit_id": "u1", "variant": "model_b"})
     assert status == 202, body
-    assert body == {"accepted": 1, "exposures": 1, "metrics": 0, "durable": True}
+    assert body == {"accepted": 1, "exposures": 1, "metrics": 0, "duplicates": 0, "durable": True}
     row = await db.fetchrow("SELECT * FROM exposures")
     assert str(row["experiment_id"]) == exp["id"]
     assert (row["unit_id"], row["variant"]) == ("u1", 1)
@@ -81,7 +81,7 @@ async def test_metric_and_typed_events(client: TestClient, db: asyncpg.Connectio
          "value": -1.25, "variant": "model_c"},
     ]})
     assert status == 202, body
-    assert body == {"accepted": 4, "exposures": 1, "metrics": 3, "durable": True}
+    assert body == {"accepted": 4, "exposures": 1, "metrics": 3, "duplicates": 0, "durable": True}
     rows = await db.fetch("SELECT unit_id, metric, value, variant FROM metric_events ORDER BY metric")
     assert [tuple(r) for r in rows] == [
         ("u1", "conversion", 1.0, None),
@@ -92,12 +92,22 @@ async def test_metric_and_typed_events(client: TestClient, db: asyncpg.Connectio
     assert await db.fetchval("SELECT variant FROM exposures") == 2
 
 
-async def test_paused_and_stopped_experiments_still_take_late_events(client: TestClient) -> None:
+async def test_paused_and_stopped_experiments_still_take_late_events(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
     exp = await launched(client)
     await client.post(f"/api/v1/experiments/{exp['id']}/pause", headers=ADMIN)
     await wait_registry(client, "ranker", "paused")
-    status, _ = await post(client, EXPOSURE, {"experiment": "ranker", "unit_id": "u", "variant": "model_a"})
+    status, _ = await post(client, EXPOSURE, {"experiment": "ranker", "unit_id": "u1", "variant": "model_a"})
     assert status == 202
+    await client.post(f"/api/v1/experiments/{exp['id']}/stop", headers=ADMIN)
+    await wait_registry(client, "ranker", "stopped")
+    status, _ = await post(client, EXPOSURE, {"experiment": "ranker", "unit_id": "u2", "variant": "model_b"})
+    assert status == 202
+    status, _ = await post(client, "/api/v1/events/metric",
+                           {"experiment": "ranker", "unit_id": "u2", "metric": "revenue", "value": 1.5})
+    assert status == 202
+    assert await count(db, "exposures") == 2 and await count(db, "metric_events") == 1
 
 
 async def test_wait_false_answers_at_once_and_stores_soon(client: TestClient, db: asyncpg.Connection) -> None:
@@ -156,6 +166,7 @@ async def test_draft_experiment_is_refused_with_its_own_message(client: TestClie
 
 
 NOW_MS = int(time.time() * 1000)
+WINDOW = "accepted times are 2000-01-01T00:00:00Z to 24 hours after the server's clock"
 
 
 @pytest.mark.parametrize(
@@ -177,6 +188,17 @@ NOW_MS = int(time.time() * 1000)
                     "ts": NOW_MS + 2 * 86_400_000}, "ts", "more than a day in the future"),
         (EXPOSURE, {"experiment": "ranker", "unit_id": "u", "variant": "model_a",
                     "ts": NOW_MS // 1000}, "ts", "looks like seconds"),
+        # One window for both forms of ts, named in the message.
+        (EXPOSURE, {"experiment": "ranker", "unit_id": "u", "variant": "model_a",
+                    "ts": "0001-01-01T00:00:00Z"}, "ts", WINDOW),
+        (EXPOSURE, {"experiment": "ranker", "unit_id": "u", "variant": "model_a",
+                    "ts": "1999-12-31T23:59:59.999Z"}, "ts", "before 2000-01-01T00:00:00Z"),
+        (EXPOSURE, {"experiment": "ranker", "unit_id": "u", "variant": "model_a",
+                    "ts": 946_684_799_999}, "ts", WINDOW),
+        (EXPOSURE, {"experiment": "ranker", "unit_id": "u", "variant": "model_a",
+                    "ts": NOW_MS + 2 * 86_400_000}, "ts", WINDOW),
+        (EXPOSURE, {"experiment": "ranker", "unit_id": "u", "variant": "model_a",
+                    "ts": str(NOW_MS)}, "ts", "epoch milliseconds as a JSON number"),
         (EXPOSURE, {"experiment": "ranker", "unit_id": "u", "variant": "model_a", "ts": True},
          "ts", "ISO-8601"),
         (EXPOSURE, {"experiment": "ranker", "unit_id": "u", "variant": "model_a", "event_id": 5},
@@ -188,6 +210,8 @@ NOW_MS = int(time.time() * 1000)
          "metric", "metric name"),
         (METRIC, {"experiment": "ranker", "unit_id": "u", "metric": "m"}, "value", "field required"),
         (METRIC, {"experiment": "ranker", "unit_id": "u", "metric": "m", "value": "3"},
+         "value", "must be a number"),
+        (METRIC, {"experiment": "ranker", "unit_id": "u", "metric": "m", "value": "0.5"},
          "value", "must be a number"),
         (METRIC, {"experiment": "ranker", "unit_id": "u", "metric": "m", "value": True},
          "value", "must be a number"),
@@ -263,12 +287,16 @@ async def test_retried_batches_count_once(client: TestClient, db: asyncpg.Connec
         {"type": "conversion", "experiment": "ranker", "unit_id": f"u{i}", "event_id": f"conv-{i}"}
         for i in range(20)
     ]}
-    for _ in range(3):
-        status, body = await post(client, TYPED, batch)
-        assert status == 202 and body["accepted"] == 70
+    answers = [await post(client, TYPED, batch) for _ in range(3)]
+    assert answers[0] == (202, {"accepted": 70, "exposures": 50, "metrics": 20, "duplicates": 0,
+                                "durable": True})
+    # A retry is acknowledged, and says that nothing of it was new.
+    for status, body in answers[1:]:
+        assert (status, body) == (202, {"accepted": 0, "exposures": 0, "metrics": 0,
+                                        "duplicates": 70, "durable": True})
     # The same retried in parallel: the unique claim serialises them.
     results = await asyncio.gather(*(post(client, TYPED, batch) for _ in range(5)))
-    assert all(s == 202 for s, _ in results)
+    assert all(s == 202 and b["accepted"] == 0 and b["duplicates"] == 70 for s, b in results)
     assert await count(db, "exposures") == 50
     assert await count(db, "metric_events") == 20
     assert await count(db, "event_ids") == 70
@@ -276,23 +304,82 @@ async def test_retried_batches_count_once(client: TestClient, db: asyncpg.Connec
     assert ingest.stats.duplicates == 70 * 7
 
 
+async def test_parallel_first_deliveries_are_counted_once_across_answers(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
+    """The same new batch sent six times at once: whether the copies meet in one group commit
+    or in two writers' transactions, exactly one answer counts each event as accepted."""
+    await launched(client)
+    batch = {"events": [
+        {"type": "exposure", "experiment": "ranker", "unit_id": f"u{i}", "variant": "model_b",
+         "event_id": f"p-{i}"} for i in range(40)
+    ] + [
+        {"type": "metric", "experiment": "ranker", "unit_id": f"u{i}", "metric": "revenue",
+         "value": 1.5, "event_id": f"p-{i}"} for i in range(30)
+    ]}
+    results = await asyncio.gather(*(post(client, TYPED, batch) for _ in range(6)))
+    assert all(s == 202 for s, _ in results), results
+    assert sum(b["exposures"] for _, b in results) == 40
+    assert sum(b["metrics"] for _, b in results) == 30
+    assert sum(b["duplicates"] for _, b in results) == 70 * 5
+    assert all(b["accepted"] + b["duplicates"] == 70 for _, b in results)
+    assert await count(db, "exposures") == 40
+    assert await count(db, "metric_events") == 30
+
+
+async def test_an_exposure_and_a_metric_may_share_an_event_id(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
+    """The issue's case: the metric was answered `202 {"metrics": 1}` and silently dropped."""
+    await launched(client)
+    status, body = await post(client, EXPOSURE, {"experiment": "ranker", "unit_id": "u",
+                                                 "variant": "model_a", "event_id": "order-7"})
+    assert (status, body["exposures"], body["duplicates"]) == (202, 1, 0)
+    status, body = await post(client, METRIC, {"experiment": "ranker", "unit_id": "u",
+                                               "metric": "revenue", "value": 9.5,
+                                               "event_id": "order-7"})
+    assert (status, body) == (202, {"accepted": 1, "exposures": 0, "metrics": 1,
+                                    "duplicates": 0, "durable": True})
+    assert await db.fetchval("SELECT value FROM metric_events WHERE event_id = 'order-7'") == 9.5
+    assert await count(db, "exposures") == 1
+    # Each type is still deduped in itself.
+    for path, ev in ((EXPOSURE, {"variant": "model_a"}),
+                     (METRIC, {"metric": "revenue", "value": 9.5})):
+        status, body = await post(client, path, {"experiment": "ranker", "unit_id": "u",
+                                                 "event_id": "order-7", **ev})
+        assert (status, body["accepted"], body["duplicates"]) == (202, 0, 1)
+    assert await count(db, "exposures") + await count(db, "metric_events") == 2
+
+
 async def test_repeats_inside_one_batch_and_across_types(client: TestClient, db: asyncpg.Connection) -> None:
     await launched(client)
     ev = {"type": "exposure", "experiment": "ranker", "unit_id": "u", "variant": "model_a",
           "event_id": "same"}
     conv = {"type": "conversion", "experiment": "ranker", "unit_id": "u", "event_id": "same"}
-    status, _ = await post(client, TYPED, {"events": [ev, ev, conv]})
-    assert status == 202
+    # A conversion is a metric event: with a metric's event_id it is that metric's repeat.
+    metric = {"type": "metric", "experiment": "ranker", "unit_id": "u", "metric": "signup",
+              "value": 2, "event_id": "same"}
+    status, body = await post(client, TYPED, {"events": [ev, ev, conv, metric]})
+    assert (status, body) == (202, {"accepted": 2, "exposures": 1, "metrics": 1,
+                                    "duplicates": 2, "durable": True})
     assert await count(db, "exposures") == 1
-    assert await count(db, "metric_events") == 0
+    assert [tuple(r) for r in await db.fetch("SELECT metric, value FROM metric_events")] == [
+        ("conversion", 1.0)]
     # A retry without ts gets a new server time: the event_id still dedupes it.
-    status, _ = await post(client, TYPED, {"events": [ev]})
+    status, body = await post(client, TYPED, {"events": [ev]})
+    assert (status, body["accepted"], body["duplicates"]) == (202, 0, 1)
     assert await count(db, "exposures") == 1
+    # Without waiting, the answer counts the repeats within the request (the earlier ones
+    # are found when written).
+    status, body = await post(client, TYPED + "?wait=false", {"events": [conv, conv]})
+    assert (status, body) == (202, {"accepted": 1, "exposures": 0, "metrics": 1,
+                                    "duplicates": 1, "durable": False})
     # Ids are per experiment: the same id in another experiment is another event.
     await launched(client, key="other")
     status, _ = await post(client, TYPED, {"events": [{**ev, "experiment": "other"}]})
     assert status == 202
     assert await count(db, "exposures") == 2
+    assert await count(db, "metric_events") == 1
 
 
 async def test_events_without_event_id_are_never_deduped(client: TestClient, db: asyncpg.Connection) -> None:
@@ -373,12 +460,14 @@ async def test_full_buffer_answers_503_at_once(
     try:
         for _ in range(3):  # 300 events: the buffer is now full, the writer stuck on the lock
             assert (await post(client, EXPOSURE + "?wait=false", {"events": [ev] * 100}))[0] == 202
-        t0 = time.monotonic()
+        refused, timed_out = client.app[INGEST].stats.refused_full, client.app[INGEST].stats.timed_out
         resp = await client.post(EXPOSURE, json=ev, headers=CLIENT)
         assert resp.status == 503
         assert resp.headers["Retry-After"] == "1"
         assert "buffer is full" in (await resp.json())["error"]["message"]
-        assert time.monotonic() - t0 < 1.0
+        # Refused for the full buffer before waiting, not after the 30 s wait for the database.
+        assert client.app[INGEST].stats.refused_full == refused + 1
+        assert client.app[INGEST].stats.timed_out == timed_out
     finally:
         await tx.rollback()
         await locker.close()
@@ -449,6 +538,22 @@ async def test_assign_log_exposure_feeds_the_same_path(client: TestClient, db: a
     assert row["experiment_id"] == uuid.UUID(exp["id"])
     assert row["unit_id"] == "u42"
     assert row["variant"] == ["model_a", "model_b", "model_c"].index(answer["variant"])
+
+
+async def test_both_forms_of_ts_share_one_window(client: TestClient, db: asyncpg.Connection) -> None:
+    """The window's first instant is accepted as an ISO time and as epoch milliseconds; a
+    millisecond before it is refused in both forms (ISO used to take year 0001)."""
+    await launched(client)
+    ev = {"experiment": "ranker", "unit_id": "u", "variant": "model_a"}
+    for first in ("2000-01-01T00:00:00Z", "2000-01-01T01:00:00+01:00", 946_684_800_000):
+        status, body = await post(client, EXPOSURE, {**ev, "ts": first})
+        assert status == 202, (first, body)
+    for before in ("1999-12-31T23:59:59.999Z", "2000-01-01T00:00:00+01:00", 946_684_799_999):
+        status, body = await post(client, EXPOSURE, {**ev, "ts": before})
+        assert status == 422, before
+        assert WINDOW in body["error"]["fields"]["ts"]
+    stamps = {r["ts"] for r in await db.fetch("SELECT ts FROM exposures")}
+    assert stamps == {datetime(2000, 1, 1, tzinfo=UTC)}
 
 
 async def test_future_limit_is_one_day(client: TestClient) -> None:

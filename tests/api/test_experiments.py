@@ -367,3 +367,115 @@ async def test_partial_patch_of_settings_keeps_the_rest(client: TestClient) -> N
     assert body["bandit"]["auto_stop"] is True
     assert body["bandit"]["reward_type"] == "continuous" and body["bandit"]["update_interval_s"] == 3
     assert body["metrics"]["primary"] == "revenue" and body["metrics"]["guardrails"] == []
+
+
+# -- numbers are JSON numbers -----------------------------------------------------------------
+
+
+def _string_weight(p: dict[str, Any]) -> None:
+    p["variants"][0]["weight"] = "0.5"
+
+
+def _string_is_control(p: dict[str, Any]) -> None:
+    p["variants"][1]["is_control"] = "true"
+
+
+def _bandit(**fields: Any) -> Any:
+    def mutate(p: dict[str, Any]) -> None:
+        p["allocation"] = "bandit"
+        p["bandit"] = fields
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (_string_weight, "variants[0].weight"),
+        (lambda p: p.update(ramp="0.5"), "ramp"),
+        (lambda p: p.update(ramp=True), "ramp"),
+        (_string_is_control, "variants[1].is_control"),
+        (_bandit(floor="0.01"), "bandit.floor"),
+        (_bandit(convergence_threshold="0.95"), "bandit.convergence_threshold"),
+        (_bandit(update_interval_s="10"), "bandit.update_interval_s"),
+        (_bandit(draws="10000"), "bandit.draws"),
+        (_bandit(burn_in_units=False), "bandit.burn_in_units"),
+        (_bandit(auto_stop="yes"), "bandit.auto_stop"),
+    ],
+)
+async def test_numbers_and_booleans_sent_as_strings_are_refused(
+    client: TestClient, mutate: Any, field: str
+) -> None:
+    """Input that pydantic's lax mode would coerce ("0.5" -> 0.5) is a 422 naming the field."""
+    payload = experiment_payload()
+    mutate(payload)
+    resp = await client.post(API, json=payload, headers=ADMIN)
+    assert resp.status == 422, await resp.text()
+    err = (await resp.json())["error"]
+    assert err["code"] == "validation_error"
+    assert set(err["fields"]) == {field}, err
+    if field != "variants[1].is_control" and field != "bandit.auto_stop":
+        assert "must be a JSON number" in err["fields"][field], err
+
+
+async def test_ramp_as_a_string_is_refused_by_launch_and_patch(client: TestClient) -> None:
+    exp = await create(client)
+    status, err = await act(client, exp["id"], "launch", {"ramp": "0.5"})
+    assert status == 422
+    assert err["error"]["fields"] == {"ramp": "must be a JSON number, not a string"}
+    resp = await client.patch(f"{API}/{exp['id']}", json={"ramp": "0.5"}, headers=ADMIN)
+    assert resp.status == 422
+    assert (await resp.json())["error"]["fields"] == {"ramp": "must be a JSON number, not a string"}
+    got = await (await client.get(f"{API}/{exp['id']}", headers=ADMIN)).json()
+    assert (got["version"], got["ramp"]) == (1, 1.0)
+
+
+async def test_json_numbers_still_pass_in_any_form(client: TestClient) -> None:
+    """1 for a weight or ramp, and 20000.0 for an integer, are JSON numbers (JSON Schema calls
+    an integral number an integer)."""
+    exp = await create(client, ramp=1, allocation="bandit",
+                       variants=[{"key": "a", "weight": 0.5}, {"key": "b", "weight": 0.5}],
+                       bandit={"draws": 20000.0, "floor": 0})
+    assert exp["ramp"] == 1.0
+    assert exp["bandit"]["draws"] == 20000
+    status, _ = await act(client, exp["id"], "launch", {"ramp": 1})
+    assert status == 200
+
+
+async def test_lifecycle_refusals_answer_exactly_as_documented(client: TestClient) -> None:
+    """The whole error body of each refusal core.lifecycle raises, rendered by the middleware."""
+    draft = await create(client, key="draft-one")
+    status, err = await act(client, draft["id"], "pause")
+    assert (status, err) == (409, {"error": {
+        "code": "conflict", "status": "draft",
+        "message": "cannot pause: experiment is draft; only running experiments can be paused"}})
+    status, err = await act(client, draft["id"], "stop", {"winner": "model_z"})
+    message = "winner 'model_z' is not one of this experiment's variants"
+    assert (status, err) == (422, {"error": {
+        "code": "validation_error", "message": message, "fields": {"winner": message}}})
+    # A draft saved with ramp 0 passes the request check; launching it is refused by the lifecycle.
+    idle = await create(client, key="idle", ramp=0)
+    status, err = await act(client, idle["id"], "launch")
+    message = "ramp must be greater than 0 and at most 1"
+    assert (status, err) == (422, {"error": {
+        "code": "validation_error", "message": message, "fields": {"ramp": message}}})
+
+    running = await create(client, key="running-one")
+    await act(client, running["id"], "launch", {"ramp": 1})
+    resp = await client.delete(f"{API}/{running['id']}", headers=ADMIN)
+    assert (resp.status, await resp.json()) == (409, {"error": {
+        "code": "conflict", "status": "running",
+        "message": "cannot delete: experiment is running; only drafts can be deleted "
+                   "(stop it instead)"}})
+    resp = await client.patch(f"{API}/{running['id']}", json={"salt": "other"}, headers=ADMIN)
+    assert (resp.status, await resp.json()) == (409, {"error": {
+        "code": "conflict",
+        "message": "key and salt cannot change once an experiment has launched (it is running): "
+                   "model routers use the key and the salt decides every unit's variant"}})
+    await act(client, running["id"], "stop")
+    status, err = await act(client, running["id"], "stop")
+    assert (status, err) == (409, {"error": {
+        "code": "conflict", "status": "stopped",
+        "message": "cannot stop: experiment is already stopped"}})
+    resp = await client.patch(f"{API}/{running['id']}", json={"description": "x"}, headers=ADMIN)
+    assert (resp.status, await resp.json()) == (409, {"error": {
+        "code": "conflict", "status": "stopped", "message": "cannot edit: experiment is stopped"}})

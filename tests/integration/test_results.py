@@ -57,8 +57,8 @@ async def assert_arm_tables_match_state(db: asyncpg.Connection, folder: Folder,
         "SELECT * FROM arm_metrics WHERE experiment_id = $1", uid) if r["units"] or r["events"]}
     assert rows.keys() == {k for k, v in want.metrics.items() if v[0] or v[1]}
     for k, r in rows.items():
-        u, e, s, q = want.metrics[k]
-        assert (r["units"], r["events"]) == (u, e), k
+        u, e, s, q, p = want.metrics[k]
+        assert (r["units"], r["events"], r["positive"]) == (u, e, p), k
         assert r["sum"] == pytest.approx(s, rel=1e-9, abs=1e-9)
         assert r["sum_sq"] == pytest.approx(q, rel=1e-9, abs=1e-9)
     origin = datetime(2000, 1, 1, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Assignment (SPEC section 3): golden vectors, every reason, step order, properties, round trip."""
+"""Assignment (docs/DEVELOPING.md, "Assignment, step by step"): golden vectors, every reason, step order, properties, round trip."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from litmus.core.assignment import (
     compile_config,
     compile_experiment,
     hash_threshold,
+    served_probability,
 )
 from litmus.core.hashing import bucket
 from litmus.core.models import Experiment, Rule, Variant
@@ -139,7 +140,7 @@ def test_override_beats_targeting_and_ramp() -> None:
     ))
     got = assign(c, "vip", {"country": "FR"})
     assert (got.variant, got.reason, got.config) == ("b", "override", {"model": "b"})
-    assert got.probability == 0.5
+    assert got.probability == 1.0  # forced, not drawn
 
 
 def test_override_wins_over_winner() -> None:
@@ -231,9 +232,12 @@ def test_missing_bandit_weights_fall_back_to_configured() -> None:
     assert c.weights == (0.4, 0.1, 0.5)
 
 
-def test_override_probability_uses_bandit_weight() -> None:
+def test_an_override_is_served_with_probability_1() -> None:
+    # Not drawn, so forced: counterfactual estimates leave such units out (README, "What if").
     c = compile_experiment(make(overrides={"vip": "b"}), weights={"a": 0.75, "b": 0.25})
-    assert assign(c, "vip", None).probability == 0.25
+    assert assign(c, "vip", None).probability == 1.0
+    assert served_probability(c, "vip", 1) == 1.0
+    assert served_probability(c, "someone", 1) == 0.25
 
 
 def test_bandit_weights_survive_the_config_round_trip() -> None:

@@ -17,9 +17,13 @@ from litmus.core.bandit import (
     floored_weights,
     p_best,
     p_best_arrays,
+    reward_arms,
     update,
+    update_seed,
 )
 from litmus.core.models import ArmStats, BanditSettings, Goal, RewardType
+from litmus.core.snapshot import MetricAgg
+from litmus.core.unitfold import ExperimentUnits
 
 T0 = "2026-01-01T00:00:00Z"
 T1 = "2026-01-01T00:00:10Z"
@@ -166,6 +170,65 @@ def test_continuous_with_no_spread_is_even() -> None:
     arms = {"a": continuous(np.zeros(50)), "b": continuous(np.zeros(50))}
     got = p_best(arms, BanditSettings(reward_type="continuous"), np.random.default_rng(16))
     assert abs(got["a"] - 0.5) < 0.03
+
+
+# --- what a binary arm's successes are --------------------------------------------------------
+
+
+def test_binary_arms_count_units_above_zero_not_units_with_reward_events() -> None:
+    """With a 0 sent for every failure, every unit has a reward event: the successes are the
+    units whose total is above 0, given apart from the metric's aggregate."""
+    every_unit = MetricAgg(count=500, units=500, sum=60.0, sum_sq=60.0)
+    arms = reward_arms(BanditSettings(), {"a": 500, "b": 10}, {"a": every_unit}, {"a": 60})
+    assert arms == {"a": ArmStats(500, 60.0, 60.0), "b": ArmStats(10, 0.0, 0.0)}
+    # Continuous rewards read the unit-level sums over every exposed unit.
+    cont = reward_arms(BanditSettings(reward_type="continuous"), {"a": 800}, {"a": every_unit}, {})
+    assert cont == {"a": ArmStats(800, 60.0, 60.0)}
+
+
+def test_zero_one_rewards_and_success_only_rewards_give_the_same_p_best() -> None:
+    """The same users folded once with a 0 or 1 reward each, once with only the 1s: the
+    per-unit fold counts the same units above 0, the arms are the same, and P(best) on the same
+    seed is identical, and right."""
+    rng = np.random.default_rng(8)
+    n, names = 4000, ["model_a", "model_b", "model_c", "model_d"]
+    keys = np.arange(n, dtype=np.int64)
+    arm = rng.integers(0, 4, n)
+    success = rng.random(n) < np.array([0.04, 0.06, 0.08, 0.25])[arm]
+    settings = BanditSettings(burn_in_units=50, min_units=100)
+    seen = []
+    for zeros in (True, False):
+        st = ExperimentUnits()
+        st.fold_exposures(keys, arm, np.zeros(n, np.int64), keys, None)
+        sel = np.ones(n, np.bool_) if zeros else success
+        st.fold_metrics("conversion", keys[sel], success[sel].astype(np.float64), None)
+        t = st.arm_totals()
+        exposed = {names[a]: units for a, (units, _) in t.exposures.items()}
+        per = {names[a]: v for (a, _), v in t.metrics.items()}
+        arms = reward_arms(settings, exposed,
+                           {k: MetricAgg(int(v[1]), int(v[0]), v[2], v[3]) for k, v in per.items()},
+                           {k: int(v[4]) for k, v in per.items()})
+        seen.append((arms, update(arms, settings, np.random.default_rng(update_seed("s", 4)),
+                                  None, T0)))
+    assert seen[0] == seen[1]
+    arms, state = seen[0]
+    assert arms["model_d"].sum == success[arm == 3].sum()
+    assert state.top_variant == "model_d" and state.p_best["model_d"] > 0.95
+
+
+def test_update_seed_depends_on_the_salt_and_the_update_number_only() -> None:
+    """Same salt and update number: the same draws, so the same weights; another update
+    number or another experiment: other draws."""
+    arms = {"a": binary(300, 30), "b": binary(300, 33)}
+    s = BanditSettings(burn_in_units=10, min_units=10)
+
+    def run(salt: str, n: int) -> BanditState:
+        return update(arms, s, np.random.default_rng(update_seed(salt, n)), None, T0)
+
+    assert update_seed("exp-1", 7) == update_seed("exp-1", 7)
+    assert run("exp-1", 7) == run("exp-1", 7)
+    assert run("exp-1", 7).p_best != run("exp-1", 8).p_best
+    assert run("exp-1", 7).p_best != run("exp-2", 7).p_best
 
 
 # --- weights, floor, burn-in -----------------------------------------------------------------

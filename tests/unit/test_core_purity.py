@@ -1,4 +1,4 @@
-"""litmus.core stays pure (ARCHITECTURE house rule 1): no web, no database, no outer layers."""
+"""litmus.core stays pure (docs/DEVELOPING.md, "The layers"): no web, no database, no outer layers."""
 
 from __future__ import annotations
 

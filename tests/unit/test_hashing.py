@@ -1,4 +1,4 @@
-"""bucket(s) against SPEC section 3, a pure-Python murmur3 and the committed golden vectors."""
+"""bucket(s) against the documented formula (docs/DEVELOPING.md), a pure-Python murmur3 and the committed golden vectors."""
 
 from __future__ import annotations
 

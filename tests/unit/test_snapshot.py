@@ -1,4 +1,4 @@
-"""litmus.core.snapshot: SPEC section 5 shape, numbers from raw events, JSON safety, CSV."""
+"""litmus.core.snapshot: the snapshot shape, numbers from raw events, JSON safety, CSV."""
 
 from __future__ import annotations
 
@@ -196,7 +196,7 @@ def test_numbers_match_scipy_on_raw_units(raw: RawData, metric: str) -> None:
         assert r["rel_lift"] == pytest.approx(x.mean() / c.mean() - 1, rel=1e-9)
         var_rel = (x.var(ddof=1) / (x.size * c.mean() ** 2)
                    + c.var(ddof=1) * x.mean() ** 2 / (c.size * c.mean() ** 4))
-        h = sps.norm.ppf(0.975) * math.sqrt(var_rel)
+        h = sps.t.ppf(0.975, ref.df) * math.sqrt(var_rel)  # Student t, Welch df
         assert r["rel_ci"] == pytest.approx([r["rel_lift"] - h, r["rel_lift"] + h], rel=1e-8)
         se = math.sqrt(x.var(ddof=1) / x.size + c.var(ddof=1) / c.size)
         rr = (x.size + c.size) * stats.mixture_rho2()

@@ -123,7 +123,9 @@ def test_delta_relative_matches_formula_on_raw_data(kind: str, n_c: int, n_t: in
     c, t = draw(rng, kind, n_c, 0.0), draw(rng, kind, n_t, 0.2)
     mc, mt = c.mean(), t.mean()
     var = t.var(ddof=1) / (n_t * mc**2) + c.var(ddof=1) * mt**2 / (n_c * mc**4)
-    half = sps.norm.ppf(0.975) * math.sqrt(var)
+    a_c, a_t = c.var(ddof=1) / n_c, t.var(ddof=1) / n_t
+    df = (a_c + a_t) ** 2 / (a_c**2 / (n_c - 1) + a_t**2 / (n_t - 1))
+    half = sps.t.ppf(0.975, df) * math.sqrt(var)
     r = stats.delta_relative(arm(c), arm(t))
     assert r.reason is None
     assert r.rel_lift == pytest.approx(mt / mc - 1.0, rel=1e-9)
@@ -132,9 +134,9 @@ def test_delta_relative_matches_formula_on_raw_data(kind: str, n_c: int, n_t: in
 
 def test_delta_relative_closed_form() -> None:
     # m_c = 2 (var 8, n 2: [0, 4]); m_t = 3 (var 2, n 2: [2, 4]).
-    # Var = 2/(2·4) + 8·9/(2·16) = 0.25 + 2.25 = 2.5.
+    # Var = 2/(2·4) + 8·9/(2·16) = 0.25 + 2.25 = 2.5; Welch df (4 + 1)²/(4² + 1²) = 25/17.
     r = stats.delta_relative(ArmStats(2, 4.0, 16.0), ArmStats(2, 6.0, 20.0))
-    half = 1.959963984540054 * math.sqrt(2.5)
+    half = sps.t.ppf(0.975, 25 / 17) * math.sqrt(2.5)
     assert r.rel_lift == pytest.approx(0.5)
     assert r.ci == pytest.approx((0.5 - half, 0.5 + half), rel=1e-12)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
+import re2
 
 from litmus.core.models import TARGETING_OPS, Rule
 from litmus.core.targeting import (
@@ -37,7 +39,7 @@ CASES: list[tuple[str, Any, Any, Any]] = [
     ("exists", False, None, "anything"),
 ]
 
-# A missing attribute fails every op except not_in, neq and exists: false (SPEC section 3).
+# A missing attribute fails every op except not_in, neq and exists: false (docs/DEVELOPING.md, "Assignment, step by step").
 MISSING_PASSES = {"not_in", "neq"}
 
 
@@ -133,15 +135,31 @@ def test_regex_is_compiled_at_compile_time_not_per_evaluation(
 ) -> None:
     pred = compile_rules([Rule("ua", "regex", r"^ios-\d+$")])
 
-    def boom(*args: object, **kwargs: object) -> re.Pattern[str]:
-        raise AssertionError("re.compile called while evaluating")
+    def boom(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a regex compiled while evaluating")
 
-    # re.compile and re.search(str, ...) both go through re._compile; a compiled Pattern's
-    # own search does not, so only a per-evaluation compile trips these.
+    monkeypatch.setattr(re2, "compile", boom)
     monkeypatch.setattr(re, "compile", boom)
     monkeypatch.setattr(re, "_compile", boom)
     assert pred({"ua": "ios-17"})
     assert not pred({"ua": "ios-x"})
+
+
+def test_catastrophic_backtracking_pattern_runs_in_linear_time() -> None:
+    # `(a+)+$` on "aaa…!" takes seconds with a backtracking engine at 25 characters and doubles
+    # per character; RE2 answers at once.
+    pred = compile_rules([Rule("ua", "regex", "(a+)+$")])
+    started = time.perf_counter()
+    assert not pred({"ua": "a" * 40 + "!"})
+    assert time.perf_counter() - started < 0.05
+    assert pred({"ua": "a" * 40})
+
+
+@pytest.mark.parametrize("pattern", [r"(a)\1", r"foo(?=bar)", r"(?<!x)y"])
+def test_patterns_re2_cannot_run_are_refused(pattern: str) -> None:
+    (error,) = validate_rules([Rule("ua", "regex", pattern)])
+    assert error.field == "value"
+    assert "RE2" in error.message and "b'" not in error.message
 
 
 @pytest.mark.parametrize(
@@ -150,7 +168,7 @@ def test_regex_is_compiled_at_compile_time_not_per_evaluation(
         (Rule("a", "like", "x"), "op", "unknown op"),
         (Rule("a", "in", "US"), "value", "list"),
         (Rule("a", "not_in", {"US": 1}), "value", "list"),
-        (Rule("a", "regex", "("), "value", "invalid regular expression"),
+        (Rule("a", "regex", "("), "value", "not a regular expression"),
         (Rule("a", "regex", 5), "value", "string pattern"),
         (Rule("a", "regex", "a" * 1001), "value", "longer than"),
         (Rule("a", "exists", "yes"), "value", "true or false"),

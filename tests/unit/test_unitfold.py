@@ -30,11 +30,12 @@ def brute(exposures: list[tuple[int, int, int, int]],
         totals[(key, metric)][1] += 1
     for (key, metric), (total, events) in totals.items():
         arm = first[key][2] if key in first else -1
-        cur = out.metrics.setdefault((arm, metric), [0, 0, 0.0, 0.0])
+        cur = out.metrics.setdefault((arm, metric), [0, 0, 0.0, 0.0, 0])
         cur[0] += 1
         cur[1] += int(events)
         cur[2] += total
         cur[3] += total * total
+        cur[4] += total > 0
     return out
 
 
@@ -45,7 +46,7 @@ def merge(into: Deltas, d: Deltas) -> None:
         cur[0] += u
         cur[1] += e
     for k, vals in d.metrics.items():
-        cur = into.metrics.setdefault(k, [0, 0, 0.0, 0.0])
+        cur = into.metrics.setdefault(k, [0, 0, 0.0, 0.0, 0])
         for i, v in enumerate(vals):
             cur[i] += v
     for k, n in d.timeline.items():
@@ -63,8 +64,9 @@ def assert_same(got: Deltas, want: Deltas) -> None:
     assert ge == we
     assert gt == wt
     assert gm.keys() == wm.keys()
-    for k, (u, e, s, q) in wm.items():
+    for k, (u, e, s, q, p) in wm.items():
         assert gm[k][:2] == [u, e], k
+        assert gm[k][4] == p, k
         assert gm[k][2] == pytest.approx(s, rel=1e-9, abs=1e-9), k
         assert gm[k][3] == pytest.approx(q, rel=1e-9, abs=1e-9), k
 
@@ -79,9 +81,12 @@ def test_batches_of_events_add_up_to_the_definitions() -> None:
     running = Deltas()
     all_exp: list[tuple[int, int, int, int]] = []
     all_met: list[tuple[int, str, float]] = []
+    # One pool of unit keys for every batch, so later batches meet units folded before; the
+    # last 20 get metric events but never an exposure.
+    pool = rng.integers(-2**63, 2**63 - 1, 520, dtype=np.int64)
     for _ in range(10):
         n = int(rng.integers(50, 400))
-        keys = rng.integers(-2**63, 2**63 - 1, 500, dtype=np.int64)[rng.integers(0, 500, n)]
+        keys = pool[rng.integers(0, 500, n)]
         arms = rng.integers(0, 3, n).astype(np.int16)
         ts = rng.integers(0, 5, n).astype(np.int64) * SLOT_US * 3 + rng.integers(0, 2, n)
         # Tie-breaks in no relation to the fold order: a later fold can hold the winner.
@@ -91,8 +96,10 @@ def test_batches_of_events_add_up_to_the_definitions() -> None:
         st.fold_exposures(keys, arms, ts, orders, d)
         for metric in ("revenue", "conversion"):
             m = int(rng.integers(0, 300))
-            mk = rng.integers(-2**63, 2**63 - 1, 500, dtype=np.int64)[rng.integers(0, 520, m) % 500]
-            vals = rng.gamma(2.0, 3.0, m) if metric == "revenue" else np.ones(m)
+            mk = pool[rng.integers(0, 520, m)]
+            # Conversions of -1, 0 and 1: a unit's total crosses 0 both ways between folds.
+            vals = (rng.gamma(2.0, 3.0, m) if metric == "revenue"
+                    else rng.integers(-1, 2, m).astype(np.float64))
             all_met += list(zip(mk.tolist(), [metric] * m, vals.tolist(), strict=True))
             st.fold_metrics(metric, mk, vals, d)
         merge(running, d)
@@ -108,12 +115,13 @@ def test_metric_events_before_any_exposure_are_unattributed_then_move() -> None:
     st = ExperimentUnits()
     d = Deltas()
     st.fold_metrics("revenue", np.array([7, 7, 8], np.int64), np.array([1.0, 2.0, 5.0]), d)
-    assert d.metrics == {(-1, "revenue"): [2, 3, 8.0, 9.0 + 25.0]}
+    assert d.metrics == {(-1, "revenue"): [2, 3, 8.0, 9.0 + 25.0, 2]}
     d = Deltas()
     st.fold_exposures(np.array([7], np.int64), np.array([2]), np.array([100], np.int64),
                       np.array([0], np.int64), d)
     assert d.exposures == {2: [1, 1]}
-    assert d.metrics == {(-1, "revenue"): [-1, -2, -3.0, -9.0], (2, "revenue"): [1, 2, 3.0, 9.0]}
+    assert d.metrics == {(-1, "revenue"): [-1, -2, -3.0, -9.0, -1],
+                         (2, "revenue"): [1, 2, 3.0, 9.0, 1]}
     # A later exposure of another arm changes nothing; an earlier one moves the unit.
     d = Deltas()
     st.fold_exposures(np.array([7], np.int64), np.array([1]), np.array([200], np.int64),
@@ -123,8 +131,29 @@ def test_metric_events_before_any_exposure_are_unattributed_then_move() -> None:
     st.fold_exposures(np.array([7], np.int64), np.array([0]), np.array([50], np.int64),
                       np.array([2], np.int64), d)
     assert d.exposures == {0: [1, 1], 2: [-1, 0]}
-    assert d.metrics == {(2, "revenue"): [-1, -2, -3.0, -9.0], (0, "revenue"): [1, 2, 3.0, 9.0]}
+    assert d.metrics == {(2, "revenue"): [-1, -2, -3.0, -9.0, -1],
+                         (0, "revenue"): [1, 2, 3.0, 9.0, 1]}
     assert d.timeline == {(0, 0): 1, (0, 2): -1}
+
+
+def test_units_above_zero_follow_each_units_total() -> None:
+    """The count of units whose total is above 0 changes only when a total crosses 0: a 0 adds
+    none, a 1 after it adds one, a second 1 none, a -2 takes it away; a unit that moves arm
+    takes its success with it."""
+    st = ExperimentUnits()
+    st.fold_exposures(np.array([1, 2], np.int64), np.array([0, 0]), np.array([100, 100], np.int64),
+                      np.array([0, 1], np.int64), None)
+    steps = [([1, 2], [0.0, 0.0], 0), ([1], [1.0], 1), ([1, 1], [1.0, 0.0], 0), ([2], [0.5], 1),
+             ([1], [-2.0], -1), ([1, 2], [-1.0, 1.0], 0)]
+    for keys, values, want in steps:
+        d = Deltas()
+        st.fold_metrics("conversion", np.array(keys, np.int64), np.array(values), d)
+        assert d.metrics[(0, "conversion")][4] == want, (keys, values)
+    assert st.arm_totals().metrics[(0, "conversion")][4] == 1
+    d = Deltas()
+    st.fold_exposures(np.array([2], np.int64), np.array([1]), np.array([50], np.int64),
+                      np.array([0], np.int64), d)
+    assert d.metrics[(0, "conversion")][4] == -1 and d.metrics[(1, "conversion")][4] == 1
 
 
 def test_arrays_round_trip_and_rows_rebuild_the_same_state() -> None:

@@ -121,7 +121,7 @@ function truncate(text, n) {
   return t.length > n ? `${t.slice(0, n - 1)}…` : t;
 }
 
-function niceTicks(lo, hi, count = 5) {
+export function niceTicks(lo, hi, count = 5) {
   if (!(hi > lo)) { hi = lo + 1; }
   const span = hi - lo;
   const step0 = span / Math.max(1, count - 1);
@@ -277,4 +277,241 @@ export function intervalLegend() {
   };
   return h('ul', { class: 'legend interval-legend' },
     mk('point', 'absolute lift'), mk('ci', '95% interval (Welch)'), mk('anytime', 'anytime-valid interval'), mk('zero', 'no change'));
+}
+
+/** A padded [lo, hi] over finite values (at least a small span around a single value). */
+function paddedDomain(values) {
+  const vals = values.filter(isNum);
+  if (!vals.length) return [0, 1];
+  let lo = Math.min(...vals);
+  let hi = Math.max(...vals);
+  if (hi - lo < 1e-12) {
+    const d = Math.abs(lo) > 1e-12 ? Math.abs(lo) * 0.1 : 1;
+    lo -= d; hi += d;
+  }
+  const pad = (hi - lo) * 0.08;
+  return [lo - pad, hi + pad];
+}
+
+/**
+ * A trade-off scatter: one point per variant at (x, y) with 95% intervals both ways, constraint
+ * bounds as dashed lines with labels (the side that breaks the bound lightly shaded), and
+ * infeasible variants greyed. Drawn into container, replacing what was there.
+ * points: [{key, label, color, x, y, xci: [lo, hi]|null, yci, feasible: true|false|null, title}]
+ * bounds: [{axis: 'x'|'y', value, kind: 'max'|'min', metric, label}]
+ */
+export function renderTradeoffChart(container, {
+  points, bounds = [], xTitle = '', yTitle = '', xFormat = (v) => String(v), yFormat = (v) => String(v),
+  ariaLabel = 'Trade-off chart', height = 340, testid,
+}) {
+  container.replaceChildren();
+  const plot = h('div', { class: 'tradeoff-plot' });
+  container.appendChild(plot);
+  const ciVals = (p, axis) => {
+    const ci = p[`${axis}ci`];
+    return Array.isArray(ci) ? ci.filter(isNum) : [];
+  };
+  const xs = [...points.flatMap((p) => [p.x, ...ciVals(p, 'x')]), ...bounds.filter((b) => b.axis === 'x').map((b) => b.value)];
+  const ys = [...points.flatMap((p) => [p.y, ...ciVals(p, 'y')]), ...bounds.filter((b) => b.axis === 'y').map((b) => b.value)];
+  responsive(plot, (width) => {
+    plot.replaceChildren();
+    const m = { top: 14, right: 18, bottom: 44, left: 64 };
+    const svg = s('svg', {
+      class: 'chart tradeoff', role: 'img', 'aria-label': ariaLabel, width, height, viewBox: `0 0 ${width} ${height}`, 'data-testid': testid,
+    });
+    plot.appendChild(svg);
+    const iw = width - m.left - m.right;
+    const ih = height - m.top - m.bottom;
+    if (!points.length) {
+      svg.appendChild(s('text', { x: width / 2, y: height / 2, 'text-anchor': 'middle', class: 'chart-empty' }, 'No estimates yet'));
+      return;
+    }
+    const [x0, x1] = paddedDomain(xs);
+    const [y0, y1] = paddedDomain(ys);
+    const x = (v) => m.left + ((v - x0) / (x1 - x0)) * iw;
+    const y = (v) => m.top + ih - ((v - y0) / (y1 - y0)) * ih;
+    const clampX = (v) => Math.max(m.left, Math.min(m.left + iw, v));
+    const clampY = (v) => Math.max(m.top, Math.min(m.top + ih, v));
+    const axis = s('g', { class: 'axis' });
+    for (const v of niceTicks(y0, y1, 5)) {
+      axis.append(
+        s('line', { x1: m.left, x2: m.left + iw, y1: y(v), y2: y(v), class: 'gridline' }),
+        s('text', { x: m.left - 6, y: y(v), 'text-anchor': 'end', 'dominant-baseline': 'middle' }, yFormat(v)),
+      );
+    }
+    for (const v of niceTicks(x0, x1, Math.max(3, Math.min(7, Math.floor(iw / 90))))) {
+      axis.append(
+        s('line', { x1: x(v), x2: x(v), y1: m.top, y2: m.top + ih, class: 'gridline' }),
+        s('text', { x: x(v), y: m.top + ih + 16, 'text-anchor': 'middle' }, xFormat(v)),
+      );
+    }
+    axis.append(
+      s('line', { x1: m.left, x2: m.left + iw, y1: m.top + ih, y2: m.top + ih, class: 'axis-line' }),
+      s('line', { x1: m.left, x2: m.left, y1: m.top, y2: m.top + ih, class: 'axis-line' }),
+      // Long titles are shortened to the plot's size; the full text is their tooltip.
+      s('text', { x: m.left + iw / 2, y: height - 6, 'text-anchor': 'middle', class: 'axis-title', 'data-testid': 'tradeoff-x-title' },
+        truncate(xTitle, Math.max(12, Math.floor(iw / 6.4))), s('title', null, xTitle)),
+      s('text', { x: 12, y: m.top + ih / 2, 'text-anchor': 'middle', class: 'axis-title', transform: `rotate(-90 12 ${m.top + ih / 2})`, 'data-testid': 'tradeoff-y-title' },
+        truncate(yTitle, Math.max(12, Math.floor(ih / 6.4))), s('title', null, yTitle)),
+    );
+    svg.appendChild(axis);
+    // Constraint bounds: the side that breaks the bound is shaded.
+    for (const b of bounds) {
+      if (!isNum(b.value)) continue;
+      const g = s('g', { class: 'bound-group', 'data-testid': 'tradeoff-bound', 'data-metric': b.metric, 'data-kind': b.kind, 'data-value': String(b.value) });
+      if (b.axis === 'x') {
+        const bx = clampX(x(b.value));
+        const zx = b.kind === 'max' ? bx : m.left;
+        const zw = b.kind === 'max' ? m.left + iw - bx : bx - m.left;
+        g.append(
+          s('rect', { class: 'infeasible-zone', x: zx, y: m.top, width: Math.max(0, zw), height: ih }),
+          s('line', { class: 'bound', x1: bx, x2: bx, y1: m.top, y2: m.top + ih }),
+          s('text', { class: 'bound-label', x: b.kind === 'max' ? bx - 4 : bx + 4, y: m.top + 12, 'text-anchor': b.kind === 'max' ? 'end' : 'start' }, b.label),
+        );
+      } else {
+        const by = clampY(y(b.value));
+        const zy = b.kind === 'max' ? m.top : by;
+        const zh = b.kind === 'max' ? by - m.top : m.top + ih - by;
+        g.append(
+          s('rect', { class: 'infeasible-zone', x: m.left, y: zy, width: iw, height: Math.max(0, zh) }),
+          s('line', { class: 'bound', x1: m.left, x2: m.left + iw, y1: by, y2: by }),
+          s('text', { class: 'bound-label', x: m.left + iw - 4, y: b.kind === 'max' ? by - 5 : by + 13, 'text-anchor': 'end' }, b.label),
+        );
+      }
+      g.appendChild(s('title', null, b.label));
+      svg.appendChild(g);
+    }
+    // Feasible variants are drawn last, on top.
+    const ordered = [...points].sort((a, b) => (a.feasible === false) - (b.feasible === false)).reverse();
+    for (const p of ordered) {
+      const px = x(p.x);
+      const py = y(p.y);
+      const color = p.feasible === false ? '#a3a9b5' : p.color;
+      const g = s('g', {
+        class: `vp${p.feasible === false ? ' infeasible' : ''}`, 'data-testid': 'tradeoff-point', 'data-key': p.key,
+        'data-feasible': p.feasible === null || p.feasible === undefined ? 'unknown' : String(p.feasible),
+      });
+      g.appendChild(s('title', null, p.title || p.label || p.key));
+      const cap = 4;
+      if (Array.isArray(p.xci) && isNum(p.xci[0]) && isNum(p.xci[1])) {
+        const a = clampX(x(p.xci[0]));
+        const b = clampX(x(p.xci[1]));
+        g.append(
+          s('line', { class: 'whisker', x1: a, x2: b, y1: py, y2: py, stroke: color }),
+          s('line', { class: 'whisker', x1: a, x2: a, y1: py - cap, y2: py + cap, stroke: color }),
+          s('line', { class: 'whisker', x1: b, x2: b, y1: py - cap, y2: py + cap, stroke: color }),
+        );
+      }
+      if (Array.isArray(p.yci) && isNum(p.yci[0]) && isNum(p.yci[1])) {
+        const a = clampY(y(p.yci[0]));
+        const b = clampY(y(p.yci[1]));
+        g.append(
+          s('line', { class: 'whisker', x1: px, x2: px, y1: a, y2: b, stroke: color }),
+          s('line', { class: 'whisker', x1: px - cap, x2: px + cap, y1: a, y2: a, stroke: color }),
+          s('line', { class: 'whisker', x1: px - cap, x2: px + cap, y1: b, y2: b, stroke: color }),
+        );
+      }
+      const right = px < m.left + iw - 90;
+      g.append(
+        s('circle', { cx: px, cy: py, r: 6, fill: color, stroke: '#fff', 'stroke-width': 1.5 }),
+        s('text', { x: right ? px + 9 : px - 9, y: py - 8, 'text-anchor': right ? 'start' : 'end' }, truncate(p.label ?? p.key, 18)),
+      );
+      svg.appendChild(g);
+    }
+  });
+}
+
+/**
+ * One wide plot per metric: every treatment on a shared relative-lift axis with zero marked.
+ * lanes: [{key, label, color, tone, rel, welch: [lo, hi]|null, anytime: [lo, hi]|null, title}]
+ * (relative lifts: 0.05 is +5%). Welch's interval is a whisker, the anytime-valid one a pale
+ * band behind it, the estimate a dot. Drawn into container, replacing what was there.
+ */
+export function renderLiftAxis(container, { lanes, ariaLabel = 'Relative lift per treatment', format = (v) => `${v > 0 ? '+' : ''}${Math.round(v * 1000) / 10}%`, testid }) {
+  container.replaceChildren();
+  const figure = h('figure', { class: 'lift-axis', 'data-testid': testid });
+  const plot = h('div', { class: 'lift-axis-plot' });
+  figure.appendChild(plot);
+  container.appendChild(figure);
+  const vals = [0];
+  for (const l of lanes) {
+    for (const ci of [l.welch, l.anytime]) if (Array.isArray(ci)) for (const v of ci) if (isNum(v)) vals.push(v);
+    if (isNum(l.rel)) vals.push(l.rel);
+  }
+  let lo = Math.min(...vals);
+  let hi = Math.max(...vals);
+  if (hi - lo < 1e-9) { lo -= 0.01; hi += 0.01; }
+  const pad = (hi - lo) * 0.06;
+  lo -= pad; hi += pad;
+  responsive(plot, (width) => {
+    plot.replaceChildren();
+    const laneH = 30;
+    const labelW = Math.min(140, Math.round(width * 0.28));
+    const m = { top: 6, right: 16, bottom: 24, left: labelW };
+    const height = m.top + m.bottom + Math.max(1, lanes.length) * laneH;
+    const iw = Math.max(40, width - m.left - m.right);
+    const x = (v) => m.left + ((Math.min(hi, Math.max(lo, v)) - lo) / (hi - lo)) * iw;
+    const svg = s('svg', { class: 'chart lift-axis-svg', role: 'img', 'aria-label': ariaLabel, width, height, viewBox: `0 0 ${width} ${height}` });
+    plot.appendChild(svg);
+    const axis = s('g', { class: 'axis' });
+    for (const v of niceTicks(lo, hi, Math.max(3, Math.min(7, Math.floor(iw / 80))))) {
+      axis.append(
+        s('line', { x1: x(v), x2: x(v), y1: m.top, y2: height - m.bottom, class: 'gridline' }),
+        s('text', { x: x(v), y: height - m.bottom + 16, 'text-anchor': 'middle' }, format(v)),
+      );
+    }
+    svg.appendChild(axis);
+    svg.appendChild(s('line', { class: 'zero', x1: x(0), x2: x(0), y1: m.top - 2, y2: height - m.bottom + 2, 'data-testid': 'lift-axis-zero' }));
+    lanes.forEach((l, i) => {
+      const y = m.top + i * laneH + laneH / 2;
+      const g = s('g', { class: `lane tone-${l.tone || 'neutral'}`, 'data-testid': 'lift-axis-lane', 'data-key': l.key });
+      g.appendChild(s('text', { x: 0, y, 'dominant-baseline': 'middle', class: 'lane-label' }, truncate(l.label ?? l.key, Math.max(6, Math.floor(labelW / 7.5)))));
+      if (Array.isArray(l.anytime) && isNum(l.anytime[0]) && isNum(l.anytime[1])) {
+        const a = x(l.anytime[0]);
+        const b = x(l.anytime[1]);
+        g.appendChild(s('rect', { class: 'anytime', x: a, y: y - 8, width: Math.max(1, b - a), height: 16, rx: 3, 'data-testid': 'lift-axis-anytime' }));
+      }
+      if (Array.isArray(l.welch) && isNum(l.welch[0]) && isNum(l.welch[1])) {
+        g.append(
+          s('line', { class: 'ci', x1: x(l.welch[0]), x2: x(l.welch[1]), y1: y, y2: y, 'data-testid': 'lift-axis-welch' }),
+          s('line', { class: 'ci', x1: x(l.welch[0]), x2: x(l.welch[0]), y1: y - 5, y2: y + 5 }),
+          s('line', { class: 'ci', x1: x(l.welch[1]), x2: x(l.welch[1]), y1: y - 5, y2: y + 5 }),
+        );
+      }
+      if (isNum(l.rel)) g.appendChild(s('circle', { class: 'point', cx: x(l.rel), cy: y, r: 4.5 }));
+      g.appendChild(s('title', null, l.title || l.label || l.key));
+      svg.appendChild(g);
+    });
+  });
+  figure.appendChild(h('ul', { class: 'legend interval-legend' },
+    legendItem('point', 'relative lift'), legendItem('ci', 'Welch 95% interval'),
+    legendItem('anytime', 'anytime-valid 95% interval (running)'), legendItem('zero', 'no change (0)')));
+  return figure;
+}
+
+function legendItem(cls, text) {
+  const svg = s('svg', { width: 26, height: 14, viewBox: '0 0 26 14', 'aria-hidden': 'true', class: 'chart interval-plot' });
+  if (cls === 'anytime') svg.appendChild(s('rect', { class: 'anytime', x: 1, y: 1, width: 24, height: 12, rx: 3 }));
+  if (cls === 'ci') svg.append(s('line', { class: 'ci', x1: 2, x2: 24, y1: 7, y2: 7 }), s('line', { class: 'ci', x1: 2, x2: 2, y1: 3, y2: 11 }), s('line', { class: 'ci', x1: 24, x2: 24, y1: 3, y2: 11 }));
+  if (cls === 'point') svg.appendChild(s('circle', { class: 'point', cx: 13, cy: 7, r: 4 }));
+  if (cls === 'zero') svg.appendChild(s('line', { class: 'zero', x1: 13, x2: 13, y1: 0, y2: 14 }));
+  return h('li', null, svg, text);
+}
+
+/** A tiny inline sparkline of values (no axes): an SVG polyline, aria-hidden unless labelled. */
+export function sparkline(values, { width = 90, height = 22, label = null, testid } = {}) {
+  const vs = values.filter(isNum);
+  const svg = s('svg', {
+    class: 'sparkline', width, height, viewBox: `0 0 ${width} ${height}`, 'data-testid': testid,
+    ...(label ? { role: 'img', 'aria-label': label } : { 'aria-hidden': 'true' }),
+  });
+  if (vs.length < 2) return svg;
+  const max = Math.max(...vs, 1e-12);
+  const min = Math.min(0, ...vs);
+  const x = (i) => 1 + (i / (vs.length - 1)) * (width - 2);
+  const y = (v) => height - 2 - ((v - min) / (max - min || 1)) * (height - 4);
+  const d = vs.map((v, i) => `${i ? 'L' : 'M'}${x(i).toFixed(1)},${y(v).toFixed(1)}`).join('');
+  svg.append(s('path', { d: `${d}L${x(vs.length - 1).toFixed(1)},${height}L1,${height}Z`, class: 'spark-fill' }), s('path', { d, class: 'spark-line' }));
+  if (label) svg.appendChild(s('title', null, label));
+  return svg;
 }

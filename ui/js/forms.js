@@ -2,6 +2,7 @@
 // settings, and the registry that puts server-side field errors next to the named field.
 
 import { field, h, lockIcon, setFieldError } from './dom.js';
+import { createDefinitionsEditor, createObjectiveEditor } from './metricdefs.js';
 
 /** Maps API field paths (name, bandit.floor, metrics.primary, ...) to field wrappers. */
 export class FieldErrors {
@@ -9,6 +10,7 @@ export class FieldErrors {
     this.summary = summaryEl;
     this.fields = new Map();
     this.handlers = [];
+    this.clearers = [];
   }
 
   add(path, wrap) { this.fields.set(path, wrap); return wrap; }
@@ -16,8 +18,12 @@ export class FieldErrors {
   /** handler(path, message) -> element to focus, or null when it does not own the path. */
   addHandler(fn) { this.handlers.push(fn); }
 
+  /** fn() clears the errors an editor placed itself (row editors with their own error slots). */
+  addClearer(fn) { this.clearers.push(fn); }
+
   clear() {
     for (const wrap of this.fields.values()) setFieldError(wrap, '');
+    for (const fn of this.clearers) fn();
     if (this.summary) { this.summary.hidden = true; this.summary.replaceChildren(); }
   }
 
@@ -131,26 +137,59 @@ export function metadataSection(exp, errors, { keyLocked = false, keyReason = ''
 
 const list = (s) => s.split(',').map((x) => x.trim()).filter(Boolean);
 
-/** Primary metric, guardrails, metrics to minimise, analysis mode. */
-export function metricsSection(exp, errors, { readOnly = false } = {}) {
+/** A guardrail's metric: guardrails are {metric, margin, action}, or a bare name in older data. */
+export function guardrailName(g) { return typeof g === 'string' ? g : (g && g.metric) || ''; }
+
+/** A guardrail in words: "errors (pause, margin 10%)"; a bare alert without margin is its name. */
+export function guardrailText(g) {
+  if (typeof g === 'string') return g;
+  const extra = [g.action && g.action !== 'alert' ? g.action : null, g.margin ? `margin ${Math.round(g.margin * 1000) / 10}%` : null].filter(Boolean);
+  return extra.length ? `${g.metric} (${extra.join(', ')})` : g.metric;
+}
+
+/**
+ * Primary metric, guardrails, analysis mode and the metric definitions (direction, statistic,
+ * cap per metric). The older `minimize` list is read as direction "decrease" and saved as
+ * definitions (with an empty `minimize`).
+ */
+export function metricsSection(exp, errors, { readOnly = false, onChange = () => {} } = {}) {
   const m = exp.metrics || {};
   const primary = text({ id: 'exp-primary-metric', value: m.primary || 'conversion', class: 'mono', 'data-testid': 'exp-primary-metric', readOnly });
-  const guard = text({ id: 'exp-guardrails', value: (m.guardrails || []).join(', '), class: 'mono', placeholder: 'latency_ms, error_rate', 'data-testid': 'exp-guardrails', readOnly });
-  const minimize = text({ id: 'exp-minimize', value: (m.minimize || []).join(', '), class: 'mono', placeholder: 'latency_ms', 'data-testid': 'exp-minimize', readOnly });
+  // A guardrail is stored as {metric, margin, action}; this field edits the names, and a name
+  // kept keeps its stored margin and action.
+  const storedGuards = new Map((m.guardrails || []).map((g) => [guardrailName(g), g]));
+  const guard = text({ id: 'exp-guardrails', value: [...storedGuards.keys()].join(', '), class: 'mono', placeholder: 'latency_ms, error_rate', 'data-testid': 'exp-guardrails', readOnly });
   const mode = h('select', { id: 'exp-analysis-mode', 'data-testid': 'exp-analysis-mode', disabled: readOnly },
     h('option', { value: 'sequential', selected: (exp.analysis_mode || 'sequential') === 'sequential' }, 'Sequential (anytime-valid: safe to watch live)'),
     h('option', { value: 'fixed', selected: exp.analysis_mode === 'fixed' }, 'Fixed horizon (read once at the planned sample size)'));
-  const el = h('div', { class: 'grid-2' },
-    errors.add('metrics.primary', field({ label: 'Primary metric', control: primary, path: 'metrics.primary', hint: 'Conversions count towards "conversion" unless named.' })),
-    errors.add('analysis_mode', field({ label: 'Analysis', control: mode, path: 'analysis_mode' })),
-    errors.add('metrics.guardrails', field({ label: 'Guardrail metrics', control: guard, path: 'metrics.guardrails', hint: 'Comma-separated.' })),
-    errors.add('metrics.minimize', field({ label: 'Metrics where lower is better', control: minimize, path: 'metrics.minimize', hint: 'Comma-separated; their chance to beat is mirrored.' })));
+  const defs = createDefinitionsEditor({ metrics: m, readOnly, onChange });
+  for (const c of [primary, guard]) c.addEventListener('input', () => onChange());
+  const el = h('div', null,
+    h('div', { class: 'grid-2' },
+      errors.add('metrics.primary', field({ label: 'Primary metric', control: primary, path: 'metrics.primary', hint: 'Conversions count towards "conversion" unless named.' })),
+      errors.add('analysis_mode', field({ label: 'Analysis', control: mode, path: 'analysis_mode' })),
+      errors.add('metrics.guardrails', field({ label: 'Guardrail metrics', control: guard, path: 'metrics.guardrails', hint: 'Comma-separated.' }))),
+    h('section', { class: 'sub-section', 'aria-labelledby': 'sec-metric-definitions', 'data-testid': 'metric-definitions' },
+      h('h3', { id: 'sec-metric-definitions', class: 'sub-head' }, 'Metric definitions'),
+      h('p', { class: 'muted' }, 'Which way is good for a metric, the statistic compared (a mean per unit, or a percentile of the event values such as p95 latency) and an optional cap per unit. Colours, chance to beat, the bandit and its constraints all follow these. They can change while the experiment runs.'),
+      defs.el));
   errors.add('metrics', el);
+  errors.addHandler((path, msg) => defs.setServerError(path, msg));
+  errors.addClearer(() => defs.clearErrors());
   return {
     el,
+    /** Every metric this section names: primary, guardrails, defined metrics. */
+    names() { return [primary.value.trim() || 'conversion', ...list(guard.value), ...defs.names()]; },
+    primary() { return primary.value.trim() || 'conversion'; },
+    problems() { return defs.problems(); },
     value() {
       return {
-        metrics: { primary: primary.value.trim() || 'conversion', guardrails: list(guard.value), minimize: list(minimize.value) },
+        metrics: {
+          primary: primary.value.trim() || 'conversion',
+          guardrails: list(guard.value).map((n) => storedGuards.get(n) ?? n),
+          minimize: [],
+          definitions: defs.value(),
+        },
         analysis_mode: mode.value,
       };
     },
@@ -163,7 +202,7 @@ export const BANDIT_DEFAULTS = {
 };
 
 /** Allocation choice (fixed or bandit) and the bandit's settings. */
-export function allocationSection(exp, errors, { locked = false, lockReason = '', readOnly = false, onChange = () => {} } = {}) {
+export function allocationSection(exp, errors, { locked = false, lockReason = '', readOnly = false, knownMetrics = [], onChange = () => {} } = {}) {
   const b = { ...BANDIT_DEFAULTS, ...(exp.bandit || {}) };
   const current = exp.allocation || 'fixed';
   const radio = (value, label, hint) => {
@@ -173,12 +212,15 @@ export function allocationSection(exp, errors, { locked = false, lockReason = ''
   const fixed = radio('fixed', 'Fixed split (A/B/n)', 'Traffic follows the weights above for the whole experiment.');
   const bandit = radio('bandit', 'Bandit (Thompson sampling)', 'Weights adapt towards the best variant as rewards arrive.');
   const num = (id, value, attrs = {}) => h('input', { type: 'number', id, value: value == null ? '' : String(value), step: 'any', readOnly, 'data-testid': id, ...attrs });
+  // After launch the server refuses a new reward metric, type or goal (the posteriors were built
+  // on them), so those three are locked with the allocation; the rest stay editable.
+  const rewardLocked = readOnly || locked;
   const f = {
-    reward_metric: text({ id: 'bandit-reward-metric', value: b.reward_metric || '', class: 'mono', placeholder: 'the primary metric', 'data-testid': 'bandit-reward-metric', readOnly }),
-    reward_type: h('select', { id: 'bandit-reward-type', 'data-testid': 'bandit-reward-type', disabled: readOnly },
+    reward_metric: text({ id: 'bandit-reward-metric', value: b.reward_metric || '', class: 'mono', placeholder: 'the primary metric', 'data-testid': 'bandit-reward-metric', readOnly: rewardLocked }),
+    reward_type: h('select', { id: 'bandit-reward-type', 'data-testid': 'bandit-reward-type', disabled: rewardLocked },
       h('option', { value: 'binary', selected: b.reward_type === 'binary' }, 'Binary (converted or not)'),
       h('option', { value: 'continuous', selected: b.reward_type === 'continuous' }, 'Continuous (a value per unit)')),
-    goal: h('select', { id: 'bandit-goal', 'data-testid': 'bandit-goal', disabled: readOnly },
+    goal: h('select', { id: 'bandit-goal', 'data-testid': 'bandit-goal', disabled: rewardLocked },
       h('option', { value: 'maximize', selected: b.goal === 'maximize' }, 'Maximise'),
       h('option', { value: 'minimize', selected: b.goal === 'minimize' }, 'Minimise')),
     update_interval_s: num('bandit-update-interval', b.update_interval_s, { min: 0.5 }),
@@ -189,19 +231,28 @@ export function allocationSection(exp, errors, { locked = false, lockReason = ''
     auto_stop: h('input', { type: 'checkbox', id: 'bandit-auto-stop', checked: !!b.auto_stop, disabled: readOnly, 'data-testid': 'bandit-auto-stop' }),
   };
   const w = (path, label, hint) => errors.add(`bandit.${path}`, field({ label, control: f[path], path: `bandit.${path}`, hint }));
+  // The objective's metric is the reward metric: locked with it after launch. Its constraints'
+  // bounds stay editable while running.
+  const objective = createObjectiveEditor({
+    objective: b.objective, knownMetrics, readOnly, metricLocked: rewardLocked && !readOnly && !!(b.objective && b.objective.metric),
+    lockReason: 'The objective\u2019s metric is the reward metric: it cannot change after launch. The constraints can.',
+  });
+  errors.addHandler((path, msg) => objective.setServerError(path, msg));
+  errors.addClearer(() => objective.clearErrors());
   const settings = h('fieldset', { class: 'bandit-settings', 'data-testid': 'bandit-settings' },
     h('legend', null, 'Bandit settings'),
     h('div', { class: 'grid-3' },
-      w('reward_metric', 'Reward metric', 'Defaults to the primary metric.'),
+      w('reward_metric', 'Reward metric', 'Defaults to the primary metric; an objective\u2019s metric sets it.'),
       w('reward_type', 'Reward type'),
-      w('goal', 'Goal'),
+      w('goal', 'Goal', 'A metric definition of the reward metric with \u201clower is better\u201d makes it Minimise.'),
       w('update_interval_s', 'Update interval (seconds)', 'How often weights are recomputed.'),
       w('floor', 'Weight floor per variant', 'Every variant keeps at least this share (0–0.2).'),
       w('burn_in_units', 'Burn-in (units per variant)', 'Equal weights until each variant has this many units.'),
       w('convergence_threshold', 'Convergence threshold (P(best))', 'Converged when one variant reaches this.'),
       w('min_units', 'Minimum units before convergence'),
       h('div', { class: 'field checkbox-field', 'data-field': 'bandit.auto_stop' }, f.auto_stop,
-        h('label', { for: 'bandit-auto-stop' }, 'Stop automatically when converged'))));
+        h('label', { for: 'bandit-auto-stop' }, 'Stop automatically when converged'))),
+    objective.el);
   errors.add('bandit', settings);
   const banditInput = bandit.querySelector('input');
   const sync = () => {
@@ -224,14 +275,23 @@ export function allocationSection(exp, errors, { locked = false, lockReason = ''
   return {
     el,
     isBandit: () => bandit.querySelector('input').checked,
-    value() {
+    setKnownMetrics: (names) => objective.setKnownMetrics(names),
+    /** Client-side checks of the objective's rows (only when the bandit is chosen). */
+    problems: () => (banditInput.checked ? objective.problems() : []),
+    /** primary: the metric the objective falls back to when neither it nor the reward metric is named. */
+    value({ primary = null } = {}) {
       const isBandit = bandit.querySelector('input').checked;
       if (!isBandit) return { allocation: 'fixed' };
+      const reward = f.reward_metric.value.trim() || null;
+      const obj = objective.value(reward || primary || 'conversion');
+      const extra = obj !== null || (exp.bandit && 'objective' in exp.bandit) ? { objective: obj } : {};
       return {
         allocation: 'bandit',
         bandit: {
           ...(exp.bandit || {}),
-          reward_metric: f.reward_metric.value.trim() || null,
+          ...extra,
+          // The objective's metric is the reward metric.
+          reward_metric: obj ? obj.metric : reward,
           reward_type: f.reward_type.value,
           goal: f.goal.value,
           update_interval_s: numberOr(f.update_interval_s, BANDIT_DEFAULTS.update_interval_s),

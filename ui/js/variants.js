@@ -1,6 +1,8 @@
 // The variants editor shared by the new-experiment and settings screens: rows of key, name,
 // weight, config (validated JSON) and which is the control; a live sum of the weights; an
-// "Equal weights" helper. Keys and the row count can be locked (after launch) with the reason.
+// "Equal weights" helper. Keys and the row count can be locked (after launch) with the reason,
+// and the weights too (a launched fixed-split experiment): the server refuses those changes, so
+// the inputs must not invite them.
 
 import { h, lockIcon, nextId } from './dom.js';
 
@@ -27,10 +29,12 @@ function roundSum(x) {
 }
 
 /**
- * createVariantsEditor({variants, locked, lockReason, readOnly, onChange})
+ * createVariantsEditor({variants, locked, weightsLocked, lockReason, weightLabel, readOnly, onChange})
  * -> {el, value(), errors(), sumOk(), sum(), setServerErrors(fields), clearServerErrors()}
  */
-export function createVariantsEditor({ variants, locked = false, lockReason = '', readOnly = false, onChange = () => {} }) {
+export function createVariantsEditor({
+  variants, locked = false, weightsLocked = false, lockReason = '', weightLabel = 'Weight', readOnly = false, onChange = () => {},
+}) {
   const group = nextId('control');
   const rows = [];
   const list = h('div', { class: 'variant-rows', 'data-testid': 'variant-rows' });
@@ -50,7 +54,7 @@ export function createVariantsEditor({ variants, locked = false, lockReason = ''
     const name = h('input', { type: 'text', value: v.name ?? '', name: 'variant-name', 'data-testid': 'variant-name', readOnly, placeholder: 'optional' });
     const weight = h('input', {
       type: 'number', step: 'any', min: '0', max: '1', inputmode: 'decimal',
-      value: v.weight == null ? '' : String(v.weight), name: 'variant-weight', 'data-testid': 'variant-weight', readOnly, required: true,
+      value: v.weight == null ? '' : String(v.weight), name: 'variant-weight', 'data-testid': 'variant-weight', readOnly: readOnly || weightsLocked, required: true,
     });
     const config = h('textarea', {
       rows: 2, class: 'mono', spellcheck: 'false', name: 'variant-config', 'data-testid': 'variant-config', readOnly,
@@ -77,7 +81,7 @@ export function createVariantsEditor({ variants, locked = false, lockReason = ''
       h('div', { class: 'vcell vcell-control' }, control, h('label', { for: controlId }, 'Control')),
       cell('Key', key, 'key'),
       cell('Name', name, 'name'),
-      cell('Weight', weight, 'weight'),
+      cell(weightLabel, weight, 'weight'),
       cell('Config (JSON)', config, 'config', 'vcell-wide'),
       h('div', { class: 'vcell vcell-remove' }, remove));
     Object.assign(row, { el, key, name, weight, config, control, remove, errs, server: {} });
@@ -168,7 +172,7 @@ export function createVariantsEditor({ variants, locked = false, lockReason = ''
       r.el.setAttribute('aria-label', n);
       r.key.setAttribute('aria-label', `${n} key`);
       r.name.setAttribute('aria-label', `${n} name`);
-      r.weight.setAttribute('aria-label', `${n} weight`);
+      r.weight.setAttribute('aria-label', `${n} ${weightLabel.toLowerCase()}`);
       r.config.setAttribute('aria-label', `${n} config (JSON)`);
       r.control.setAttribute('aria-label', `${n} is the control`);
       r.remove.setAttribute('aria-label', `Remove variant ${i + 1}`);
@@ -196,6 +200,7 @@ export function createVariantsEditor({ variants, locked = false, lockReason = ''
         : h('span', { class: 'sum-bad', 'data-testid': 'weight-sum-error' }, ` — weights must sum to 1.0 (off by ${roundSum(sum - 1) > 0 ? '+' : ''}${roundSum(sum - 1)})`));
     const tooFew = rows.length < 2;
     addBtn.disabled = locked || readOnly || rows.length >= 20;
+    equalBtn.disabled = weightsLocked || readOnly;
     for (const r of rows) r.remove.disabled = rows.length <= 2;
     const sectionMsg = tooFew ? 'An experiment needs at least 2 variants' : (api.serverSection || '');
     sectionError.textContent = sectionMsg;
@@ -263,7 +268,7 @@ export function createVariantsEditor({ variants, locked = false, lockReason = ''
     list,
     readOnly ? sumEl : toolbar,
     sectionError);
-  if (readOnly) equalBtn.hidden = true;
+  if (readOnly || weightsLocked) equalBtn.hidden = true;
   refresh();
   return api;
 }

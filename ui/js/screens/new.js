@@ -4,6 +4,7 @@
 import { experiments } from '../api.js';
 import { h, mount, setTitle } from '../dom.js';
 import { FieldErrors, allocationSection, metadataSection, metricsSection, section } from '../forms.js';
+import { createPlanner } from '../planner.js';
 import { createVariantsEditor } from '../variants.js';
 
 const START = [
@@ -40,16 +41,23 @@ export async function render(root, _params, ctx) {
   });
 
   const meta = metadataSection({}, errors);
-  const alloc = allocationSection(draft, errors);
-  const metrics = metricsSection(draft, errors);
+  let metrics = null;
+  const alloc = allocationSection(draft, errors, { knownMetrics: ['conversion'] });
+  metrics = metricsSection(draft, errors, { onChange: () => { if (metrics) alloc.setKnownMetrics(metrics.names()); } });
+
+  const planner = createPlanner({
+    variants: () => (editor ? editor.value().length : START.length),
+    mode: () => (metrics ? metrics.value().analysis_mode : 'sequential'),
+  });
 
   let saving = false;
   const form = h('form', { class: 'experiment-form', novalidate: true, 'data-testid': 'new-experiment-form', 'aria-labelledby': 'new-title' },
     summary,
     section('About', 'Required: name, description and owner team.', meta.el),
     section('Variants', 'Each variant is usually one model. Weights are the share of traffic each gets and must sum to 1.0. Exactly one variant is the control the others are compared with.', editor.el),
-    section('Allocation', null, alloc.el),
     section('Metrics and analysis', null, metrics.el),
+    section('Plan the sample size', null, planner.el),
+    section('Allocation', null, alloc.el),
     h('div', { class: 'form-actions sticky-actions' },
       saveBtn,
       h('a', { href: '/experiments', class: 'btn btn-ghost' }, 'Cancel'),
@@ -62,18 +70,20 @@ export async function render(root, _params, ctx) {
     editor.clearServerErrors();
     const firstMeta = meta.validate();
     const problems = editor.problems({ reveal: true });
+    const metricProblems = [...metrics.problems(), ...alloc.problems()];
     if (!editor.sumOk()) {
       errors.showSummary(h('p', null, `Weights must sum to 1.0; they sum to ${editor.sum()}.`));
       editor.sumElement.scrollIntoView({ block: 'center' });
       return;
     }
-    if (firstMeta || problems.length) {
+    if (firstMeta || problems.length || metricProblems.length) {
       errors.showSummary(h('p', null, h('strong', null, 'Fix the marked fields: '),
-        [firstMeta ? 'the required fields' : null, problems.length ? `${problems.length} variant problem${problems.length > 1 ? 's' : ''}` : null].filter(Boolean).join(' and '), '.'));
-      (firstMeta || problems[0].control).focus();
+        [firstMeta ? 'the required fields' : null, problems.length ? `${problems.length} variant problem${problems.length > 1 ? 's' : ''}` : null,
+          metricProblems.length ? 'the metric definitions or the objective' : null].filter(Boolean).join(' and '), '.'));
+      (firstMeta || (problems[0] && problems[0].control) || metricProblems[0]).focus();
       return;
     }
-    const body = { ...meta.value(), variants: editor.value(), ...alloc.value(), ...metrics.value() };
+    const body = { ...meta.value(), variants: editor.value(), ...alloc.value({ primary: metrics.primary() }), ...metrics.value() };
     saving = true;
     saveBtn.disabled = true;
     saveBtn.textContent = 'Saving…';

@@ -1,11 +1,17 @@
 // /experiments/{id}/results — polls the results snapshot every 2 s (every 15 s while the tab
 // is hidden): exposure bars that move as events arrive, the SRM warning, metric summaries, the
-// lift table with a forest plot, and for bandits P(best) and weights over time.
+// lift table with a forest plot, and for bandits P(best) and weights over time. The status badge
+// and the outcome (a stopped experiment's winner) come from the experiment itself, fetched on
+// every poll: a snapshot's status is only what it was when that snapshot was computed.
 
 import { ApiError, experiments, getToken } from '../api.js';
-import { colorFor, createBarChart, intervalDomain, intervalLegend, intervalPlot, renderLineChart } from '../charts.js';
+import { colorFor, createBarChart, intervalDomain, intervalLegend, intervalPlot, renderLiftAxis, renderLineChart, renderTradeoffChart } from '../charts.js';
 import { alertBox, h, mount, setTitle, statusBadge } from '../dom.js';
-import { ago, int, interval, num, pText, pValue, pct, signed, signedPct, time } from '../format.js';
+import { ago, dateTime, int, interval, num, pText, pValue, pct, prob, raw, relPct, sig, signed, signedPp, time } from '../format.js';
+import { describeDefinition, readDefinitions } from '../metricdefs.js';
+import { guardrailBanner, guardrailCard } from '../guardrails.js';
+import { computeVerdict, decidingInterval, isBetter, isRateMetric, verdictCard, waitingCard } from '../verdict.js';
+import { createWhatIf } from '../whatif.js';
 
 export const POLL_VISIBLE_MS = 2000;
 export const POLL_HIDDEN_MS = 15000;
@@ -37,6 +43,9 @@ export async function render(root, [id], ctx) {
   const computedAt = h('span', { class: 'computed-at', 'data-testid': 'computed-at' }, 'Not computed yet');
   const pollState = h('span', { class: 'poll-state', 'data-testid': 'poll-state' });
   const pollError = h('div', { class: 'poll-error', 'data-testid': 'poll-error', role: 'status' });
+  // A tripped guardrail is the first thing on the page, above the outcome and any poll error.
+  const guardSlot = h('div', { class: 'guardrail-slot', 'data-testid': 'guardrail-slot' });
+  const outcome = h('div', { class: 'results-outcome', 'data-testid': 'results-outcome', role: 'status', 'aria-live': 'polite' });
   const content = h('div', { class: 'results-content', 'data-testid': 'results-content' });
 
   mount(root,
@@ -50,8 +59,11 @@ export async function render(root, [id], ctx) {
         h('a', { href: `/experiments/${exp.id}`, class: 'btn', 'data-testid': 'detail-link' }, 'Experiment'),
         h('a', { href: `/api/v1/experiments/${exp.id}/results.csv`, class: 'btn', 'data-testid': 'csv-link', onclick: downloadCsv }, 'Lift table CSV'),
         h('a', { href: `/experiments/${exp.id}/settings`, class: 'btn', 'data-testid': 'settings-link' }, 'Settings'))),
+    guardSlot,
+    outcome,
     pollError,
     content);
+  drawOutcome();
 
   // The CSV needs the bearer token, so fetch it rather than following the link.
   async function downloadCsv(ev) {
@@ -70,13 +82,39 @@ export async function render(root, [id], ctx) {
     }
   }
 
+  // ---------- the experiment's own status and outcome ----------
+  function drawOutcome() {
+    if (exp.status !== 'stopped') { mount(outcome); outcome.hidden = true; return; }
+    outcome.hidden = false;
+    const since = exp.stopped_at ? ` on ${dateTime(exp.stopped_at)}` : '';
+    mount(outcome, exp.winner
+      ? alertBox('success', h('strong', { 'data-testid': 'results-winner', 'data-winner': exp.winner }, `Stopped${since}. Winner: ${exp.winner}.`),
+        ` Every unit that passes targeting now gets ${exp.winner}; the results below are final.`)
+      : alertBox('info', h('strong', { 'data-testid': 'results-no-winner' }, `Stopped${since} without a winner.`),
+        ' Assignment answers "stopped" and serves no variant; the results below are final.'));
+  }
+
+  /** Take the experiment as the server has it now: the badge, the outcome, the bandit banner. */
+  function applyExperiment(fresh) {
+    if (!fresh || (fresh.status === exp.status && fresh.winner === exp.winner && fresh.version === exp.version)) return;
+    exp = fresh;
+    badge.replaceChildren(statusBadge(exp.status));
+    drawOutcome();
+    // The objective's bounds and the definitions may change while running.
+    if (panels && lastSnap) { drawVerdict(lastSnap); drawBandit(lastSnap); drawTradeoff(lastSnap); }
+  }
+
   // ---------- panels ----------
   let panels = null; // built on the first snapshot
   let lastJson = '';
   let lastComputed = null;
+  let lastSnap = null;
+  let tradeoffChoice = null; // the x metric a person picked on the trade-off chart
 
   function buildPanels() {
+    const verdict = h('div', { class: 'verdict-slot', 'data-testid': 'verdict-slot' });
     const srm = h('div', { class: 'srm-slot', 'data-testid': 'srm-slot' });
+    const guardrails = h('div', { class: 'guardrails-slot' });
     const totals = h('p', { class: 'big-number' });
     const barsBox = h('div', { class: 'bars-box' });
     const expTable = h('div', { class: 'table-wrap' });
@@ -97,9 +135,25 @@ export async function render(root, [id], ctx) {
       h('h2', { id: 'sec-lift' }, 'Lift: each treatment against control'));
     const liftBody = h('div');
     lift.append(liftBody);
-    mount(content, srm, exposureCard, bandit, lift, metrics);
+    // The trade-off card keeps its controls between snapshots (a chosen x metric, focus).
+    const tradeoffX = h('select', { id: 'tradeoff-x', 'data-testid': 'tradeoff-x' });
+    tradeoffX.addEventListener('change', () => { tradeoffChoice = tradeoffX.value; if (lastSnap) drawTradeoff(lastSnap); });
+    const tradeoffIntro = h('p', { class: 'hint', 'data-testid': 'tradeoff-intro' });
+    const tradeoffPlot = h('div', { class: 'chart-box' });
+    const tradeoffTable = h('div', { class: 'table-wrap' });
+    const tradeoff = h('section', { class: 'card', 'aria-labelledby': 'sec-tradeoff', 'data-testid': 'tradeoff', hidden: true },
+      h('h2', { id: 'sec-tradeoff' }, 'Trade-off'),
+      tradeoffIntro,
+      h('div', { class: 'tradeoff-controls' },
+        h('div', { class: 'field inline' }, h('label', { for: 'tradeoff-x' }, 'Across (x axis)'), tradeoffX)),
+      tradeoffPlot,
+      h('h3', { id: 'tradeoff-table-title' }, 'The same as a table'),
+      tradeoffTable);
+    // The what-if card keeps its choices and its last answer between snapshots.
+    const whatif = createWhatIf({ getExp: () => exp, keys });
+    mount(content, verdict, srm, guardrails, exposureCard, bandit, tradeoff, whatif.el, lift, metrics);
     const bars = createBarChart(barsBox, { ariaLabel: 'Exposed units per variant', testid: 'exposure-chart' });
-    return { srm, totals, bars, expTable, timeline, bandit, metricsBody, liftBody };
+    return { verdict, srm, guardrails, whatif, totals, bars, expTable, timeline, bandit, metricsBody, liftBody, tradeoff, tradeoffX, tradeoffIntro, tradeoffPlot, tradeoffTable };
   }
 
   function showSnapshot(snap) {
@@ -108,16 +162,136 @@ export async function render(root, [id], ctx) {
     updateComputedAt();
     if (text === lastJson && panels) return;
     lastJson = text;
-    if (!panels) panels = buildPanels();
-    if (snap.status && snap.status !== exp.status) {
-      exp = { ...exp, status: snap.status };
-      badge.replaceChildren(statusBadge(exp.status));
+    lastSnap = snap;
+    const total = snap.exposures && isNum(snap.exposures.total_units) ? snap.exposures.total_units : 0;
+    if (total === 0) {
+      // Launched, no exposure yet: one card that says so, not a grid of dashes.
+      panels = null;
+      mount(guardSlot, guardrailBanner(snap));
+      mount(content, waitingCard(exp, snap));
+      return;
     }
+    if (!panels) panels = buildPanels();
+    drawVerdict(snap);
+    // snap.status is deliberately not shown: an older snapshot would put a stopped experiment
+    // back to RUNNING until the next recompute. applyExperiment() owns the badge.
+    mount(guardSlot, guardrailBanner(snap));
     drawSrm(snap);
+    mount(panels.guardrails, guardrailCard(snap));
     drawExposures(snap);
     drawBandit(snap);
+    drawTradeoff(snap);
+    panels.whatif.update(snap);
     drawLift(snap);
     drawMetrics(snap);
+  }
+
+  function drawVerdict(snap) {
+    mount(panels.verdict, verdictCard(computeVerdict(snap, exp), exp));
+  }
+
+  /** The metrics of a snapshot, primary first, then in the lift table's order, then by name
+   * (the stored JSON does not keep its keys' order). */
+  function metricNames(snap) {
+    const names = Object.keys(snap.metrics || {});
+    const lifted = [...new Set((snap.lift || []).map((r) => r.metric))];
+    const rank = (m) => (m === snap.primary_metric ? -1 : lifted.includes(m) ? lifted.indexOf(m) : lifted.length);
+    return names.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+  }
+
+  /** The definition of a metric: the snapshot's, else the experiment's own. */
+  function definitionOf(snap, metric) {
+    const d = (snap.definitions || {})[metric] || readDefinitions(exp.metrics)[metric];
+    return d || { direction: 'increase', stat: 'mean', cap: null };
+  }
+
+  function statLabel(stat) { return !stat || stat === 'mean' ? 'mean per unit' : stat; }
+
+  // ---------- trade-off: the objective against a cost or latency statistic ----------
+  function drawTradeoff(snap) {
+    const t = panels.tradeoff;
+    const est = snap.estimates || {};
+    const objective = exp.bandit && exp.bandit.objective ? exp.bandit.objective : null;
+    const constraints = objective && Array.isArray(objective.constraints) ? objective.constraints : [];
+    const yMetric = (objective && objective.metric) || snap.primary_metric;
+    const withEstimates = Object.keys(est).filter((m) => Object.values(est[m] || {}).some((e) => e && isNum(e.value)));
+    const options = [...new Set([...constraints.map((c) => c.metric), ...Object.keys(est)])].filter((m) => m !== yMetric);
+    if (!options.length || !(constraints.length || withEstimates.length >= 2)) { t.hidden = true; return; }
+    t.hidden = false;
+    const xMetric = options.includes(tradeoffChoice) ? tradeoffChoice : (constraints[0] ? constraints[0].metric : options[0]);
+    const sel = panels.tradeoffX;
+    const have = [...sel.options].map((o) => o.value);
+    if (have.join('\u0000') !== options.join('\u0000')) {
+      sel.replaceChildren(...options.map((m) => h('option', { value: m }, `${m} (${statLabel(definitionOf(snap, m).stat)})`)));
+    }
+    sel.value = xMetric;
+
+    const dx = definitionOf(snap, xMetric);
+    const dy = definitionOf(snap, yMetric);
+    const order = [...keys, ...Object.keys(est[yMetric] || {}).filter((k) => !keys.includes(k))];
+    const pFeasible = (snap.bandit && snap.bandit.p_feasible) || {};
+    const boundText = (c) => `${c.metric} ${isNum(c.max) ? '≤' : '≥'} ${num(isNum(c.max) ? c.max : c.min)}`;
+    const rows = order.map((k) => {
+      const ey = (est[yMetric] || {})[k] || {};
+      const ex = (est[xMetric] || {})[k] || {};
+      const checks = constraints.map((c) => {
+        const e = (est[c.metric] || {})[k];
+        const v = e && isNum(e.value) ? e.value : null;
+        const ok = v === null ? null : (isNum(c.max) ? v <= c.max : v >= c.min);
+        const p = pFeasible[k] && isNum(pFeasible[k][c.metric]) ? pFeasible[k][c.metric] : null;
+        return { c, v, ci: e ? e.ci : null, ok, p };
+      });
+      const broken = checks.filter((ch) => ch.ok === false);
+      const feasible = !constraints.length ? null : broken.length ? false : checks.every((ch) => ch.ok === true) ? true : null;
+      return { k, ey, ex, checks, broken, feasible };
+    });
+    const points = rows.filter((r) => isNum(r.ex.value) && isNum(r.ey.value)).map((r) => ({
+      key: r.k, label: r.k, color: color(r.k), x: r.ex.value, y: r.ey.value, xci: r.ex.ci, yci: r.ey.ci, feasible: r.feasible,
+      title: [
+        `${r.k}: ${yMetric} ${statLabel(r.ey.stat || dy.stat)} ${num(r.ey.value)} ${interval(r.ey.ci)}; ${xMetric} ${statLabel(r.ex.stat || dx.stat)} ${num(r.ex.value)} ${interval(r.ex.ci)}`,
+        r.feasible === false ? `Infeasible: ${r.broken.map((ch) => `${ch.c.metric} ${num(ch.v)} breaks ${boundText(ch.c)}`).join('; ')}` : r.feasible ? 'Meets every constraint' : null,
+        ...r.checks.filter((ch) => ch.p !== null).map((ch) => `P(${boundText(ch.c)}) ${prob(ch.p)}`),
+      ].filter(Boolean).join('\n'),
+    }));
+    const bounds = constraints.filter((c) => c.metric === xMetric).map((c) => ({
+      axis: 'x', metric: c.metric, kind: isNum(c.max) ? 'max' : 'min', value: isNum(c.max) ? c.max : c.min, label: `${isNum(c.max) ? 'max' : 'min'} ${num(isNum(c.max) ? c.max : c.min)}`,
+    }));
+    const others = constraints.filter((c) => c.metric !== xMetric);
+    const infeasible = rows.filter((r) => r.feasible === false).map((r) => r.k);
+    mount(panels.tradeoffIntro,
+      'Each point is a variant: up is a higher ', h('code', null, yMetric),
+      ` (${objective ? 'the bandit\u2019s objective' : 'the primary metric'}; ${describeDefinition({ ...dy, cap: null })}), right a higher `,
+      h('code', null, xMetric), ` (${describeDefinition(dx)}). Whiskers: 95% intervals both ways. `,
+      constraints.length ? `Dashed lines: the bounds on this axis. A variant whose estimate breaks any bound (${constraints.map(boundText).join(', ')}) is greyed.` : '',
+      others.length ? ` Pick ${others.map((c) => c.metric).join(' or ')} across to see ${others.length > 1 ? 'their bounds' : 'its bound'}.` : '');
+    const yTitle = `${yMetric} · ${statLabel(dy.stat)} · ${dy.direction === 'decrease' ? 'lower is better' : 'higher is better'}`;
+    const xTitle = `${xMetric} · ${statLabel(dx.stat)} · ${dx.direction === 'decrease' ? 'lower is better' : 'higher is better'}${isNum(dx.cap) ? ` · capped at ${num(dx.cap)}` : ''}`;
+    renderTradeoffChart(panels.tradeoffPlot, {
+      points, bounds, xTitle, yTitle, xFormat: (v) => num(v, 3), yFormat: (v) => num(v, 3), testid: 'tradeoff-chart',
+      ariaLabel: `Trade-off: ${yMetric} against ${xMetric} per variant, with 95% intervals${bounds.length ? ` and the bound ${bounds.map((b) => b.label).join(', ')}` : ''}.${infeasible.length ? ` Breaking a constraint: ${infeasible.join(', ')}.` : ''} The table below has the same numbers.`,
+    });
+
+    // The same numbers as a table, plus P(feasible) per constraint when the bandit has them.
+    const conCols = constraints;
+    const valueCell = (e) => [h('div', null, num(e.value)), h('div', { class: 'muted small' }, interval(e.ci, (v) => num(v, 3)))];
+    mount(panels.tradeoffTable, h('table', { class: 'table compact tradeoff-table', 'data-testid': 'tradeoff-table', 'aria-labelledby': 'tradeoff-table-title' },
+      h('thead', null, h('tr', null,
+        h('th', { scope: 'col' }, 'Variant'),
+        h('th', { scope: 'col', class: 'num' }, yMetric, h('br'), h('span', { class: 'th-sub' }, `${statLabel(dy.stat)}, 95% CI`)),
+        conCols.some((c) => c.metric === xMetric) ? null : h('th', { scope: 'col', class: 'num' }, xMetric, h('br'), h('span', { class: 'th-sub' }, `${statLabel(dx.stat)}, 95% CI`)),
+        conCols.map((c) => h('th', { scope: 'col', class: 'num' }, c.metric, h('br'), h('span', { class: 'th-sub' }, `${statLabel(definitionOf(snap, c.metric).stat)}, ${isNum(c.max) ? '≤' : '≥'} ${num(isNum(c.max) ? c.max : c.min)}`))),
+        constraints.length ? h('th', { scope: 'col' }, 'Meets the constraints') : null)),
+      h('tbody', null, rows.map((r) => h('tr', { 'data-key': r.k, 'data-testid': 'tradeoff-row', 'data-feasible': r.feasible === null ? 'unknown' : String(r.feasible), class: r.feasible === false ? 'infeasible' : null },
+        h('th', { scope: 'row' }, h('span', { class: 'swatch', style: { background: r.feasible === false ? '#a3a9b5' : color(r.k) } }), h('code', null, r.k)),
+        h('td', { class: 'num' }, valueCell(r.ey)),
+        conCols.some((c) => c.metric === xMetric) ? null : h('td', { class: 'num' }, valueCell(r.ex)),
+        r.checks.map((ch) => h('td', { class: 'num', 'data-metric': ch.c.metric, 'data-testid': 'tradeoff-constraint' },
+          h('div', { class: ch.ok === false ? 'feasible-no' : null }, ch.v === null ? '—' : num(ch.v), ch.ok === false ? ' ✗' : ch.ok ? ' ✓' : ''),
+          h('div', { class: 'muted small' }, interval(ch.ci, (v) => num(v, 3))),
+          ch.p !== null ? h('div', { class: 'muted small', 'data-testid': 'p-feasible' }, `P(meets) ${prob(ch.p)}`) : null)),
+        constraints.length ? h('td', { 'data-testid': 'tradeoff-feasible' }, r.feasible === false
+          ? h('span', { class: 'feasible-no' }, `No: ${r.broken.map((ch) => boundText(ch.c)).join(', ')} broken`)
+          : r.feasible ? h('span', { class: 'feasible-yes' }, 'Yes') : h('span', { class: 'muted' }, 'Not known yet')) : null)))));
   }
 
   function drawSrm(snap) {
@@ -196,19 +370,39 @@ export async function render(root, [id], ctx) {
     const banner = b.converged
       ? h('div', { class: 'alert alert-success converged', role: 'status', 'data-testid': 'bandit-converged' },
         h('strong', null, `Converged: ${b.converged_variant || top} is the best variant`),
-        ` (P(best) ${pct(isNum(pBest[b.converged_variant || top]) ? pBest[b.converged_variant || top] : topP)}`,
+        ` (P(best) ${prob(isNum(pBest[b.converged_variant || top]) ? pBest[b.converged_variant || top] : topP)}`,
         b.converged_at ? `, since ${time(b.converged_at)}` : '', '). ',
-        exp.status === 'stopped' ? 'The experiment is stopped.' : h('span', null, 'Converging does not stop the experiment: ',
+        exp.status === 'stopped' ? (exp.winner ? `The experiment is stopped; its winner is ${exp.winner}.` : 'The experiment is stopped without a winner.') : h('span', null, 'Converging does not stop the experiment: ',
           h('a', { href: `/experiments/${exp.id}` }, 'stop it on the experiment page'), ' when you are satisfied.'))
       : h('div', { class: 'alert alert-info', role: 'status', 'data-testid': 'bandit-status' },
         h('strong', null, 'Not converged yet. '),
-        top ? `Top variant so far: ${top}${topP !== null ? ` (P(best) ${pct(topP)})` : ''}; converges at P(best) ≥ ${pct(threshold, 0)}.` : 'Waiting for rewards.');
+        top ? `Top variant so far: ${top}${topP !== null ? ` (P(best) ${prob(topP)})` : ''}; converges at P(best) ≥ ${pct(threshold, 0)}.` : 'Waiting for rewards.');
+    // The primary metric's plain mean beside its inverse-propensity-weighted mean, when the
+    // snapshot has them (exposures with known probabilities): a bandit's plain per-arm means
+    // are biased, since each arm's traffic came at other times and weights.
+    const primary = snap.primary_metric;
+    const prop = snap.propensity && snap.propensity.metrics ? snap.propensity.metrics[primary] : null;
+    const meanCell = (v, testid) => h('td', { class: 'num', 'data-testid': testid }, num(v));
     const table = h('div', { class: 'table-wrap' }, h('table', { class: 'table compact', 'data-testid': 'bandit-table' },
-      h('thead', null, h('tr', null, ['Variant', 'P(best)', 'Weight now'].map((c) => h('th', { scope: 'col' }, c)))),
-      h('tbody', null, order.map((k) => h('tr', { class: k === top ? 'is-top' : null, 'data-key': k },
-        h('th', { scope: 'row' }, h('span', { class: 'swatch', style: { background: color(k) } }), h('code', null, k), k === top ? h('span', { class: 'tag tag-winner' }, 'top') : null),
-        h('td', { class: 'num', 'data-testid': `pbest-${k}` }, pct(pBest[k])),
-        h('td', { class: 'num', 'data-testid': `weight-${k}` }, pct(weights[k])))))));
+      h('thead', null, h('tr', null,
+        ['Variant', 'P(best)', 'Weight now'].map((c) => h('th', { scope: 'col', class: c === 'Variant' ? null : 'num' }, c)),
+        prop ? [
+          h('th', { scope: 'col', class: 'num', title: 'Mean per unit over the units with a known probability' }, h('code', null, primary), h('br'), h('span', { class: 'th-sub' }, 'plain mean')),
+          h('th', { scope: 'col', class: 'num', title: 'Inverse-propensity-weighted mean, with its standard error' }, h('code', null, primary), h('br'), h('span', { class: 'th-sub' }, 'weighted mean ± se')),
+        ] : null)),
+      h('tbody', null, order.map((k) => {
+        const pm = prop ? prop[k] || {} : null;
+        return h('tr', { class: k === top ? 'is-top' : null, 'data-key': k },
+          h('th', { scope: 'row' }, h('span', { class: 'swatch', style: { background: color(k) } }), h('code', null, k), k === top ? h('span', { class: 'tag tag-winner' }, 'top') : null),
+          h('td', { class: 'num', 'data-testid': `pbest-${k}`, title: raw(pBest[k]) }, prob(pBest[k])),
+          h('td', { class: 'num', 'data-testid': `weight-${k}` }, pct(weights[k])),
+          pm ? [meanCell(pm.mean, `plain-mean-${k}`),
+            h('td', { class: 'num', 'data-testid': `weighted-mean-${k}` }, num(pm.weighted_mean), isNum(pm.weighted_se) ? h('span', { class: 'muted small' }, ` ± ${num(pm.weighted_se, 2)}`) : null)] : null);
+      }))));
+    const meansNote = prop ? h('p', { class: 'hint', 'data-testid': 'bandit-means-note' },
+      'Plain mean: the mean per unit of ', h('code', null, primary), ' over the units served with a known probability. Weighted mean: each unit weighted by 1/(the probability it was served with). ',
+      'A bandit serves each arm at different times and weights, so the plain means can be biased; the weighted ones are not. ',
+      'The lift table and the metric summaries use the plain per-unit means (over every exposed unit), not the weighted ones.') : null;
     const hist = Array.isArray(b.history) ? b.history : [];
     const seriesOf = (field) => order.map((k) => ({
       key: k, label: k, color: color(k),
@@ -220,6 +414,7 @@ export async function render(root, [id], ctx) {
       h('h2', { id: 'sec-bandit' }, 'Bandit'),
       banner,
       table,
+      meansNote,
       h('div', { class: 'grid-2 charts' },
         h('div', null, h('h3', null, 'P(best) over time'), pChart),
         h('div', null, h('h3', null, 'Weights over time'), wChart))));
@@ -232,9 +427,18 @@ export async function render(root, [id], ctx) {
     });
   }
 
+  /** Is this metric a rate (0/1 per unit) in this snapshot? */
+  function rateMetric(snap, metric) {
+    const def = definitionOf(snap, metric);
+    return (!def.stat || def.stat === 'mean') && !isNum(def.cap) && isRateMetric((snap.metrics || {})[metric]);
+  }
+
+  /** A value of a metric for reading: a rate as a percentage, a mean with 4 significant figures. */
+  function valueText(v, rate) { return rate ? pct(v, Math.abs(v) < 0.1 ? 2 : 1) : sig(v, 4); }
+
   function drawMetrics(snap) {
     const m = snap.metrics || {};
-    const names = Object.keys(m);
+    const names = metricNames(snap);
     if (!names.length) {
       mount(panels.metricsBody, h('p', { class: 'muted' }, 'No metric events yet. Metrics appear once /events/metric or conversion events arrive.'));
       return;
@@ -242,27 +446,48 @@ export async function render(root, [id], ctx) {
     mount(panels.metricsBody, names.map((name) => {
       const per = m[name] || {};
       const order = [...keys, ...Object.keys(per).filter((k) => !keys.includes(k))];
-      return h('div', { class: 'metric-block', 'data-testid': `metric-summary-${name}`, 'data-metric': name },
-        h('h3', null, h('code', null, name), name === snap.primary_metric ? h('span', { class: 'tag' }, 'primary') : null),
-        h('div', { class: 'table-wrap' }, h('table', { class: 'table compact' },
+      const def = definitionOf(snap, name);
+      const rate = rateMetric(snap, name);
+      // A quantile metric shows the event-value percentiles; a capped one its cap. A rate's
+      // event mean is always 1 (every event is a conversion): it is left out.
+      const quantiles = order.some((k) => per[k] && per[k].quantiles);
+      const cap = order.map((k) => per[k] && per[k].cap).find(isNum) ?? (isNum(def.cap) ? def.cap : null);
+      const th = (text, title, extra = {}) => h('th', { scope: 'col', class: 'num', title, ...extra }, text);
+      return h('div', { class: 'metric-block', 'data-testid': `metric-summary-${name}`, 'data-metric': name, 'data-rate': rate ? 'true' : 'false' },
+        h('h3', null, h('code', null, name), name === snap.primary_metric ? h('span', { class: 'tag' }, 'primary') : null,
+          h('span', { class: 'tag tag-def', 'data-testid': 'metric-definition' }, describeDefinition({ ...def, cap: null })),
+          rate ? h('span', { class: 'tag', 'data-testid': 'metric-rate', title: 'Every unit with an event has a total of 1: read as the share of exposed units' }, 'rate') : null,
+          cap !== null ? h('span', { class: 'tag tag-cap', 'data-testid': 'metric-cap', title: 'A unit\u2019s total above the cap counts as the cap' }, `cap ${num(cap)} per unit`) : null),
+        h('div', { class: 'table-wrap' }, h('table', { class: 'table compact stack metric-table' },
           h('thead', null, h('tr', null,
             h('th', { scope: 'col' }, 'Variant'),
-            h('th', { scope: 'col', class: 'num' }, 'count'),
-            h('th', { scope: 'col', class: 'num' }, 'mean'),
-            h('th', { scope: 'col', class: 'num', title: 'Sum of values per exposed unit (units without events count as 0)' }, 'per-unit mean'),
-            h('th', { scope: 'col', class: 'num' }, 'units with events'),
-            h('th', { scope: 'col', class: 'num' }, 'sum'),
-            h('th', { scope: 'col', class: 'num' }, 'unit variance'))),
+            rate
+              ? th('rate', 'Units with an event / exposed units')
+              : th(cap !== null ? 'per-unit mean (capped)' : 'per-unit mean', `Sum of values per exposed unit (units without events count as 0)${cap !== null ? `; each unit capped at ${num(cap)}` : ''}`),
+            th('events', 'Metric events received'),
+            rate ? null : th('event mean', 'Mean value of one event'),
+            quantiles ? ['p50', 'p95', 'p99'].map((q) => th(q, `${q} of the event values`)) : null,
+            th('units with events', 'Exposed units with at least one event'),
+            rate ? null : th('sum', 'Sum of event values'),
+            rate ? null : th('unit sd', 'Standard deviation of the per-unit totals'))),
           h('tbody', null, order.map((k) => {
             const s = per[k] || {};
+            const q = s.quantiles || {};
+            const cell = (label, testid, v, text) => h('td', { class: 'num', 'data-label': label, 'data-testid': testid, title: raw(v) }, text);
+            const sd = isNum(s.unit_variance) ? Math.sqrt(s.unit_variance) : null;
             return h('tr', { 'data-key': k },
-              h('th', { scope: 'row' }, h('code', null, k)),
-              h('td', { class: 'num', 'data-testid': 'count' }, int(s.count ?? 0)),
-              h('td', { class: 'num', 'data-testid': 'mean' }, num(s.mean)),
-              h('td', { class: 'num', 'data-testid': 'unit-mean' }, num(s.unit_mean)),
-              h('td', { class: 'num' }, int(s.units)),
-              h('td', { class: 'num' }, num(s.sum)),
-              h('td', { class: 'num' }, num(s.unit_variance)));
+              h('th', { scope: 'row' }, h('code', null, k), name === snap.primary_metric && k === snap.control ? h('span', { class: 'muted small' }, ' control') : null),
+              rate
+                ? h('td', { class: 'num', 'data-label': 'rate', 'data-testid': 'unit-mean', title: raw(s.unit_mean) },
+                  h('div', null, valueText(s.unit_mean, true)),
+                  h('div', { class: 'muted small', 'data-testid': 'rate-counts' }, `${int(s.sum)} / ${int(s.exposed_units)}`))
+                : cell('per-unit mean', 'unit-mean', s.unit_mean, sig(s.unit_mean, 4)),
+              cell('events', 'count', s.count, int(s.count ?? 0)),
+              rate ? null : cell('event mean', 'mean', s.mean, sig(s.mean, 4)),
+              quantiles ? ['p50', 'p95', 'p99'].map((n) => h('td', { class: 'num quantile-cell', 'data-label': n, 'data-testid': n, title: raw(q[n]) }, num(q[n]))) : null,
+              cell('units with events', 'units', s.units, int(s.units)),
+              rate ? null : cell('sum', 'sum', s.sum, sig(s.sum, 6)),
+              rate ? null : cell('unit sd', 'unit-sd', sd, sig(sd, 3)));
           })))));
     }));
   }
@@ -278,62 +503,108 @@ export async function render(root, [id], ctx) {
       if (!byMetric.has(r.metric)) byMetric.set(r.metric, []);
       byMetric.get(r.metric).push(r);
     }
+    const ordered = [...byMetric].sort(([a], [b]) => (a === snap.primary_metric ? -1 : b === snap.primary_metric ? 1 : 0));
     const mode = snap.analysis_mode || exp.analysis_mode || 'sequential';
     mount(panels.liftBody,
       h('p', { class: 'hint' }, mode === 'fixed'
         ? 'Significant: Holm-adjusted Welch p-value < 0.05 (fixed-horizon analysis: read it once, at the planned sample size).'
-        : 'Significant: Holm-adjusted anytime-valid p-value < 0.05 — safe to watch live, however often you look.'),
-      intervalLegend(),
-      [...byMetric].map(([metric, list]) => {
+        : 'Significant: Holm-adjusted anytime-valid p-value < 0.05 — safe to watch live, however often you look.',
+        ' Green: better, red: worse (significant); grey: not clear yet. Hover a number for its exact value.'),
+      ordered.map(([metric, list]) => {
         const domain = intervalDomain(list);
-        return h('div', { class: 'table-wrap lift-block', 'data-testid': `lift-${metric}` },
-          h('table', { class: 'table lift-table', 'data-testid': 'lift-table', 'data-metric': metric },
-            h('caption', null, h('code', null, metric), metric === snap.primary_metric ? ' (primary)' : '', list[0] && list[0].goal === 'minimize' ? ' · lower is better' : ''),
-            h('thead', null, h('tr', null,
-              h('th', { scope: 'col' }, 'Treatment', h('br'), h('span', { class: 'th-sub' }, 'vs control')),
-              h('th', { scope: 'col', class: 'num' }, 'Control', h('br'), h('span', { class: 'th-sub' }, 'mean')),
-              h('th', { scope: 'col', class: 'num' }, 'Treatment', h('br'), h('span', { class: 'th-sub' }, 'mean')),
-              h('th', { scope: 'col', class: 'num' }, 'Abs lift', h('br'), h('span', { class: 'th-sub' }, '95% CI')),
-              h('th', { scope: 'col', class: 'plot-head' }, 'Interval'),
-              h('th', { scope: 'col', class: 'num' }, 'Rel lift', h('br'), h('span', { class: 'th-sub' }, '95% CI')),
-              h('th', { scope: 'col', class: 'num' }, 'p-value', h('br'), h('span', { class: 'th-sub' }, 'Holm')),
-              h('th', { scope: 'col', class: 'num' }, 'Anytime CI', h('br'), h('span', { class: 'th-sub' }, 'anytime p')),
-              h('th', { scope: 'col', class: 'num' }, 'Chance', h('br'), h('span', { class: 'th-sub' }, 'to beat')),
-              h('th', { scope: 'col' }, 'Significant'))),
-            h('tbody', null, list.map((r) => {
-              const good = r.goal === 'minimize' ? (r.abs_lift < 0) : (r.abs_lift > 0);
-              const tone = r.significant ? (good ? 'good' : 'bad') : 'neutral';
-              return h('tr', { class: `lift-row tone-${tone}`, 'data-testid': 'lift-row', 'data-treatment': r.treatment, 'data-significant': r.significant ? 'true' : 'false' },
-                h('th', { scope: 'row' }, h('code', null, r.treatment),
-                  h('div', { class: 'muted small' }, 'vs ', h('code', null, r.control)),
-                  isNum(r.treatment_units) ? h('div', { class: 'muted small' }, `${int(r.treatment_units)} / ${int(r.control_units)} units`) : null),
-                h('td', { class: 'num', 'data-testid': 'control-mean' }, num(r.control_mean)),
-                h('td', { class: 'num', 'data-testid': 'treatment-mean' }, num(r.treatment_mean)),
-                h('td', { class: 'num' }, h('div', null, signed(r.abs_lift)), h('div', { class: 'muted small' }, interval(r.abs_ci, (v) => num(v, 3)))),
-                h('td', { class: 'plot-cell' }, intervalPlot(r, domain, { tone, width: 130 })),
-                h('td', { class: 'num' }, h('div', null, signedPct(r.rel_lift)), h('div', { class: 'muted small' }, interval(r.rel_ci, (v) => signedPct(v, 0)))),
-                h('td', { class: 'num' }, h('div', null, pValue(r.p_value)), h('div', { class: 'muted small' }, pValue(r.p_value_holm))),
-                h('td', { class: 'num' }, h('div', { class: 'small' }, interval(r.anytime_abs_ci, (v) => num(v, 3))), h('div', { class: 'muted small' }, pValue(r.anytime_p_value))),
-                h('td', { class: 'num', 'data-testid': 'chance-to-beat' }, pct(r.chance_to_beat)),
-                h('td', { class: 'sig-cell' }, r.significant
-                  ? h('span', { class: `sig sig-${tone}`, 'data-testid': 'significant' }, good ? '✓ Yes, better' : '✓ Yes, worse')
-                  : [h('span', { class: 'muted', 'data-testid': 'not-significant' }, 'Not yet'),
-                    r.reason ? h('div', { class: 'muted small reason' }, r.reason) : null]));
-            }))));
-      }));
+        const stat = (list[0] && list[0].stat) || definitionOf(snap, metric).stat || 'mean';
+        const rate = stat === 'mean' && rateMetric(snap, metric);
+        const vt = (v) => valueText(v, rate);
+        const abs = (v) => (rate ? signedPp(v) : signed(v, 3));
+        const toneOf = (r) => (r.significant ? (isBetter(r) ? 'good' : 'bad') : 'neutral');
+        const axisBox = h('div', { class: 'chart-box lift-axis-box' });
+        const block = h('div', { class: 'lift-block', 'data-testid': `lift-${metric}` },
+          h('h3', { class: 'lift-title' }, h('code', null, metric), metric === snap.primary_metric ? h('span', { class: 'tag' }, 'primary') : null,
+            h('span', { class: 'muted small' }, list[0] && list[0].goal === 'minimize' ? ' lower is better' : ' higher is better')),
+          axisBox,
+          h('div', { class: 'table-wrap' },
+            h('table', { class: 'table lift-table stack', 'data-testid': 'lift-table', 'data-metric': metric },
+              h('caption', null, h('code', null, metric), metric === snap.primary_metric ? ' (primary)' : '',
+                stat !== 'mean' ? ` · ${stat} of event values` : rate ? ' · rate' : '',
+                h('span', { 'data-testid': 'lift-direction' }, list[0] && list[0].goal === 'minimize' ? ' · lower is better' : ' · higher is better')),
+              h('thead', null, h('tr', null,
+                h('th', { scope: 'col' }, 'Treatment', h('br'), h('span', { class: 'th-sub' }, 'vs control')),
+                h('th', { scope: 'col', class: 'num' }, 'Control', h('br'), h('span', { class: 'th-sub' }, stat === 'mean' ? (rate ? 'rate' : 'mean') : stat)),
+                h('th', { scope: 'col', class: 'num' }, 'Treatment', h('br'), h('span', { class: 'th-sub' }, stat === 'mean' ? (rate ? 'rate' : 'mean') : stat)),
+                h('th', { scope: 'col', class: 'num' }, 'Rel lift', h('br'), h('span', { class: 'th-sub' }, '95% CI')),
+                h('th', { scope: 'col', class: 'num' }, 'Abs lift', h('br'), h('span', { class: 'th-sub' }, '95% CI')),
+                h('th', { scope: 'col', class: 'plot-head' }, 'Interval'),
+                h('th', { scope: 'col', class: 'num' }, 'p-value', h('br'), h('span', { class: 'th-sub' }, 'Holm')),
+                h('th', { scope: 'col', class: 'num' }, 'Anytime CI', h('br'), h('span', { class: 'th-sub' }, 'anytime p')),
+                h('th', { scope: 'col', class: 'num' }, 'Chance', h('br'), h('span', { class: 'th-sub' }, 'to beat')),
+                h('th', { scope: 'col' }, 'Significant'))),
+              h('tbody', null, list.map((r) => {
+                const good = isBetter(r);
+                const tone = toneOf(r);
+                const dir = r.significant ? (good ? 'better' : 'worse') : 'unclear';
+                const units = (r.metric === snap.primary_metric && rate) ? (snap.metrics[metric] || {}) : null;
+                const sub = (k) => (units && units[k] ? h('div', { class: 'muted small', 'data-testid': 'rate-counts' }, `${int(units[k].sum)} / ${int(units[k].exposed_units)}`) : null);
+                return h('tr', { class: `lift-row tone-${tone}`, 'data-testid': 'lift-row', 'data-treatment': r.treatment, 'data-significant': r.significant ? 'true' : 'false' },
+                  h('th', { scope: 'row' }, h('code', null, r.treatment),
+                    h('div', { class: 'muted small' }, 'vs ', h('code', null, r.control)),
+                    isNum(r.treatment_units) ? h('div', { class: 'muted small' }, `${int(r.treatment_units)} / ${int(r.control_units)} ${stat === 'mean' ? 'units' : 'events'}`) : null),
+                  h('td', { class: 'num', 'data-label': 'Control', 'data-testid': 'control-mean', title: raw(r.control_mean) }, h('div', null, vt(r.control_mean)), sub(r.control)),
+                  h('td', { class: 'num', 'data-label': 'Treatment', 'data-testid': 'treatment-mean', title: raw(r.treatment_mean) }, h('div', null, vt(r.treatment_mean)), sub(r.treatment)),
+                  h('td', { class: `num dir-${dir}`, 'data-label': 'Rel lift (95% CI)', 'data-testid': 'rel-lift', title: `${raw(r.rel_lift)} [${raw(r.rel_ci && r.rel_ci[0])}, ${raw(r.rel_ci && r.rel_ci[1])}]` },
+                    h('div', { class: 'strong' }, relPct(r.rel_lift)), h('div', { class: 'small' }, interval(r.rel_ci, relPct))),
+                  h('td', { class: 'num', 'data-label': 'Abs lift (95% CI)', title: `${raw(r.abs_lift)} [${raw(r.abs_ci && r.abs_ci[0])}, ${raw(r.abs_ci && r.abs_ci[1])}]` },
+                    h('div', null, abs(r.abs_lift)), h('div', { class: 'muted small' }, interval(r.abs_ci, abs))),
+                  h('td', { class: 'plot-cell', 'data-label': 'Interval' }, intervalPlot(r, domain, { tone, width: 100 })),
+                  h('td', { class: 'num', 'data-label': 'p-value (Holm)', title: `p ${raw(r.p_value)}, adjusted ${raw(r.p_value_adjusted ?? r.p_value_holm)}` },
+                    h('div', null, pValue(r.p_value)), h('div', { class: 'muted small' }, pValue(r.p_value_holm))),
+                  h('td', { class: 'num', 'data-label': 'Anytime CI (p)', title: `anytime ${raw(r.anytime_abs_ci && r.anytime_abs_ci[0])} to ${raw(r.anytime_abs_ci && r.anytime_abs_ci[1])}; p ${raw(r.anytime_p_value)}` },
+                    h('div', { class: 'small' }, interval(r.anytime_abs_ci, abs)), h('div', { class: 'muted small' }, pValue(r.anytime_p_value))),
+                  h('td', { class: 'num', 'data-label': 'Chance to beat', 'data-testid': 'chance-to-beat', title: raw(r.chance_to_beat) }, prob(r.chance_to_beat)),
+                  h('td', { class: 'sig-cell', 'data-label': 'Significant' }, r.significant
+                    ? h('span', { class: `sig sig-${tone}`, 'data-testid': 'significant' }, good ? '✓ Yes, better' : '✓ Yes, worse')
+                    : [h('span', { class: 'muted', 'data-testid': 'not-significant' }, 'Not yet'),
+                      r.reason ? h('div', { class: 'muted small reason' }, r.reason) : null]));
+              })))));
+        // One wide plot: every treatment on the relative-lift axis, zero marked.
+        const lanes = list.map((r) => {
+          const dec = decidingInterval({ ...r, rel_ci: null }, 'sequential');
+          return {
+            key: r.treatment, label: r.treatment, tone: toneOf(r), rel: r.rel_lift, welch: r.rel_ci,
+            anytime: dec && dec.kind === 'anytime' ? dec.ci : null,
+            title: `${r.treatment} vs ${r.control}: ${relPct(r.rel_lift)}, Welch 95% ${interval(r.rel_ci, relPct)}, anytime-valid ${dec ? interval(dec.ci, relPct) : '—'}`,
+          };
+        });
+        queueMicrotask(() => renderLiftAxis(axisBox, {
+          lanes, format: relPct, testid: `lift-axis-${metric}`,
+          ariaLabel: `Relative lift of ${metric} per treatment against ${list[0].control}, with Welch and anytime-valid 95% intervals; the table below has the numbers.`,
+        }));
+        return block;
+      }),
+      intervalLegend());
   }
 
-  function showNoResults() {
+  function showNoResults(err) {
     panels = null;
     lastJson = '';
+    guardSlot.replaceChildren();
     const tips = [];
     if (exp.status === 'draft') tips.push(h('li', null, 'This experiment is a draft: ', h('a', { href: `/experiments/${exp.id}` }, 'launch it'), ' so units get assigned.'));
     tips.push(h('li', null, 'No exposure movement? Confirm the model router calls ', h('code', null, 'POST /api/v1/assign'), ' and logs ', h('code', null, 'POST /api/v1/events/exposure'), ' (or assigns with ', h('code', null, 'log_exposure: true'), ').'));
     tips.push(h('li', null, 'No metric movement? Confirm ', h('code', null, '/api/v1/events/metric'), ' or conversion events reach ', h('code', null, '/api/v1/events'), '.'));
     mount(content, h('section', { class: 'card empty no-results', 'data-testid': 'no-results' },
       h('h2', null, 'No results yet'),
+      exp.status === 'draft' ? null : h('p', { class: 'eta', 'data-testid': 'first-results-eta' }, h('strong', null, `First results in about ${firstResultsEta(err)} s.`),
+        ' The server computes a snapshot on its next recompute, even before the first exposure.'),
       h('p', null, 'Results appear a few seconds after the first exposures are logged: the server recomputes them every few seconds. This page checks again every 2 seconds.'),
       h('ul', null, tips)));
+  }
+
+  /** Seconds until the first snapshot: the server's recompute interval (its 404 names it) plus
+   * this page's 2 s poll, at least 5. */
+  function firstResultsEta(err) {
+    const m = err && err.message ? /every ([\d.]+) s/.exec(err.message) : null;
+    const every = m ? Number(m[1]) : 3;
+    return Math.max(5, Math.ceil(every + POLL_VISIBLE_MS / 1000));
   }
 
   function updateComputedAt() {
@@ -360,6 +631,10 @@ export async function render(root, [id], ctx) {
     if (stopped || inflight) return;
     inflight = true;
     controller = new AbortController();
+    // The experiment alongside the snapshot: its status and winner change without a recompute.
+    const expTask = experiments.get(exp.id, { signal: controller.signal, prompt: false })
+      .then((fresh) => { if (!stopped) applyExperiment(fresh); })
+      .catch(() => { /* the snapshot's own error handling below says what went wrong */ });
     try {
       const snap = await experiments.results(exp.id, { signal: controller.signal });
       if (stopped) return;
@@ -369,7 +644,7 @@ export async function render(root, [id], ctx) {
       if (stopped || (e && e.name === 'AbortError')) return;
       if (e instanceof ApiError && e.status === 404) {
         pollError.replaceChildren();
-        if (!content.querySelector('[data-testid=no-results]')) showNoResults();
+        if (!content.querySelector('[data-testid=no-results]')) showNoResults(e);
         lastComputed = null;
         updateComputedAt();
       } else if (e instanceof ApiError && (e.status === 401 || e.status === 403)) {
@@ -381,6 +656,7 @@ export async function render(root, [id], ctx) {
         pollError.replaceChildren(alertBox('warning', `Could not refresh the results: ${e.message}. Retrying…`));
       }
     } finally {
+      await expTask;
       inflight = false;
       controller = null;
       if (!stopped) { setPollState(); schedule(); }

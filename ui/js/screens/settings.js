@@ -6,14 +6,19 @@ import { ApiError, experiments } from '../api.js';
 import { alertBox, h, mount, setTitle, statusBadge } from '../dom.js';
 import { FieldErrors, allocationSection, metadataSection, metricsSection, section } from '../forms.js';
 import { dateTime } from '../format.js';
+import { compactDefinitions, readDefinitions } from '../metricdefs.js';
 import { createOverridesEditor, createRulesEditor } from '../rules.js';
+import { createPlanner } from '../planner.js';
 import { createVariantsEditor } from '../variants.js';
 
 function normVariants(vs) {
   return (vs || []).map((v) => ({ key: v.key, name: v.name || null, weight: v.weight, config: v.config ?? null, is_control: !!v.is_control }));
 }
 function normMetrics(m) {
-  return { primary: (m && m.primary) || 'conversion', guardrails: (m && m.guardrails) || [], minimize: (m && m.minimize) || [] };
+  // The older `minimize` list reads as direction "decrease": compare in definitions form.
+  // A bare guardrail name is the default {margin 0, action alert}.
+  const guard = (g) => (typeof g === 'string' ? [g, 0, 'alert'] : [g.metric, g.margin || 0, g.action || 'alert']);
+  return { primary: (m && m.primary) || 'conversion', guardrails: ((m && m.guardrails) || []).map(guard), definitions: compactDefinitions(readDefinitions(m)) };
 }
 function same(a, b) { return JSON.stringify(a) === JSON.stringify(b); }
 
@@ -55,10 +60,20 @@ export async function render(root, [id], ctx) {
     });
     let editor = null;
     let overridesEd = null;
-    const variantLock = `Variant keys and the number of variants are locked because the experiment has launched (it is ${upper}): changing them would corrupt the analysis, since every unit already assigned is counted under its variant's key. A variant's name, weight and config can still change.`;
+    // Lock exactly what the server refuses for a launched experiment (litmus/core/lifecycle.py,
+    // check_editable): keys, count and control always; weights only for a fixed split, where
+    // moving them would move units between variants and fail the split check. A bandit's
+    // weights here are only its starting weights: it sets the live ones itself.
+    const bandit = current.allocation === 'bandit';
+    const lockedNow = launched && !stopped;
+    const variantLock = bandit
+      ? `Variant keys, the number of variants and the control are locked because the experiment has launched (it is ${upper}): every unit already assigned is counted under its variant's key. A variant's name, config and starting weight can still change; the bandit sets the live weights itself (see the results page).`
+      : `Variant keys, the number of variants, the control and the weights are locked because the experiment has launched (it is ${upper}): changing the keys would corrupt the analysis, and changing the weights would move units between variants and fail the split check (SRM). A variant's name and config can still change. To try other weights, stop this experiment and start a new one.`;
     editor = createVariantsEditor({
       variants: current.variants,
-      locked: launched && !stopped,
+      locked: lockedNow,
+      weightsLocked: lockedNow && !bandit,
+      weightLabel: bandit ? 'Starting weight' : 'Weight',
       lockReason: variantLock,
       readOnly,
       onChange: () => {
@@ -72,12 +87,16 @@ export async function render(root, [id], ctx) {
     saveBtn.disabled = readOnly || !editor.sumOk();
     const rulesEd = createRulesEditor({ rules: current.targeting, readOnly });
     overridesEd = createOverridesEditor({ overrides: current.overrides, variantKeys: current.variants.map((v) => v.key), readOnly });
+    let metrics = null;
     const alloc = allocationSection(current, errors, {
       readOnly,
-      locked: launched && !stopped,
-      lockReason: `The allocation (fixed or bandit) cannot change after launch (it is ${upper}).`,
+      locked: lockedNow,
+      lockReason: bandit
+        ? `The allocation (fixed or bandit), and the bandit's reward metric, reward type and goal, cannot change after launch (it is ${upper}): the posteriors so far were built on them.`
+        : `The allocation (fixed or bandit) cannot change after launch (it is ${upper}).`,
     });
-    const metrics = metricsSection(current, errors, { readOnly });
+    metrics = metricsSection(current, errors, { readOnly, onChange: () => { if (metrics) alloc.setKnownMetrics(metrics.names()); } });
+    alloc.setKnownMetrics(metrics.names());
 
     errors.addHandler((path) => {
       if (path === 'variants' || path.startsWith('variants[')) return true;
@@ -101,11 +120,16 @@ export async function render(root, [id], ctx) {
       const mv = metrics.value();
       if (!same(normMetrics(mv.metrics), normMetrics(current.metrics))) body.metrics = mv.metrics;
       if (mv.analysis_mode !== (current.analysis_mode || 'sequential')) body.analysis_mode = mv.analysis_mode;
-      const a = alloc.value();
+      const a = alloc.value({ primary: metrics.primary() });
       if (a.allocation !== current.allocation) body.allocation = a.allocation;
       if (a.allocation === 'bandit' && !same(sorted(a.bandit), sorted(current.bandit || {}))) body.bandit = a.bandit;
       return body;
     }
+
+    const planner = createPlanner({
+      variants: () => (editor ? editor.value().length : current.variants.length),
+      mode: () => (metrics ? metrics.value().analysis_mode : current.analysis_mode || 'sequential'),
+    });
 
     let saving = false;
     const form = h('form', { class: 'experiment-form', novalidate: true, 'data-testid': 'settings-form', 'aria-labelledby': 'settings-title' },
@@ -115,8 +139,9 @@ export async function render(root, [id], ctx) {
       section('Targeting', 'Only units whose attributes meet every rule are eligible. A missing attribute fails every rule except "neq", "not_in" and "exists: false".', rulesEd.el),
       section('Overrides', 'Pin specific units (QA accounts, demo users) to a variant, whatever the hash, ramp or targeting says.', overridesEd.el),
       section('Variants', null, editor.el),
-      section('Allocation', null, alloc.el),
       section('Metrics and analysis', null, metrics.el),
+      section('Plan the sample size', null, planner.el),
+      section('Allocation', null, alloc.el),
       h('div', { class: 'form-actions sticky-actions' },
         saveBtn,
         h('a', { href: `/experiments/${current.id}`, class: 'btn btn-ghost' }, 'Back to experiment'),
@@ -129,7 +154,8 @@ export async function render(root, [id], ctx) {
       errors.clear();
       editor.clearServerErrors();
       notice.replaceChildren();
-      const bad = meta.validate() || editor.problems({ reveal: true }).map((p) => p.control)[0] || rulesEd.problems()[0] || overridesEd.problems()[0];
+      const bad = meta.validate() || editor.problems({ reveal: true }).map((p) => p.control)[0] || rulesEd.problems()[0] || overridesEd.problems()[0]
+        || metrics.problems()[0] || alloc.problems()[0];
       if (!editor.sumOk()) {
         errors.showSummary(h('p', null, `Weights must sum to 1.0; they sum to ${editor.sum()}.`));
         return;

@@ -1,0 +1,65 @@
+"""Covariates an exposure carries (README, "Variance reduction with covariates"): the checks
+the events and the assign routes share, and the row the writer stores by declared position."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from litmus.core.unitfold import MAX_COVARIATES
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # a metric name's form (schemas.SLUG)
+NAME_ERROR = ("must be a covariate name: lower-case letters, digits, '_' or '-', starting with a "
+              "letter or digit, at most 64 characters")
+
+
+def declared_covariates(metrics: Mapping[str, Any]) -> list[str]:
+    """An experiment's declared covariates, in their stored positions."""
+    return [str(c) for c in metrics.get("covariates") or ()]
+
+
+def _number(v: Any) -> bool:
+    if not (type(v) is float or type(v) is int):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def covariates_problem(raw: Any) -> str | None:
+    """Why a `covariates` value is malformed, whatever the experiment declares (None: fine)."""
+    if raw is None:
+        return None
+    if type(raw) is not dict:
+        return "must be an object of covariate names and numbers"
+    if len(raw) > MAX_COVARIATES:
+        return f"at most {MAX_COVARIATES} covariates (got {len(raw)})"
+    for name, v in raw.items():
+        if not _NAME.match(name):
+            return f"{name!r} {NAME_ERROR}"
+        if not _number(v):
+            return f"{name}: must be a finite number"
+    return None
+
+
+def covariate_row(raw: Any, declared: Sequence[str],
+                  ) -> tuple[list[float | None] | None, str | None]:
+    """A `covariates` object -> its values by declared position (None for one not sent; None
+    for an empty object or none), or why it is refused."""
+    problem = covariates_problem(raw)
+    if problem is not None or not raw:
+        return None, problem
+    row: list[float | None] = [None] * len(declared)
+    last = -1
+    for name, v in raw.items():
+        if name not in declared:
+            return None, (f"unknown covariate {name!r}: declare it in the experiment's "
+                          "metrics.covariates (declared: "
+                          f"{', '.join(declared) if declared else 'none'})")
+        i = declared.index(name)
+        row[i] = float(v)
+        last = max(last, i)
+    return row[:last + 1], None

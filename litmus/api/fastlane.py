@@ -1,0 +1,487 @@
+"""The fast lane: a second listener for the routes model routers call on every request.
+
+`POST /api/v1/assign`, `POST /api/v1/assign/batch`, `GET /api/v1/config` (ETag/304) and
+`GET /healthz`, served by an `asyncio.Protocol` that parses HTTP/1.1 with httptools (llhttp)
+and answers from the data_received callback: no task, no request or response object, no
+middleware chain per request. Everything else gets a JSON 404 naming the main port.
+
+It is part of the same process as the main listener and shares everything with it: the
+registry, the tokens, the request and assignment metrics, the exposure hook (ingestion) and
+the drain. The answers' bodies and statuses come from the same functions as the main
+listener's (`litmus.api.assign`, `litmus.api.middleware.authenticate`,
+`litmus.api.requests`), so the two answer byte for byte alike; the checks happen in the same
+order (drain, body limit, route and method, token, body).
+
+HTTP handling: keep-alive and pipelining (the answers to everything one read brought are
+written at once, in order), `Expect: 100-continue`, the body limit (413 and close), a head
+that does not complete within LITMUS_IDLE_TIMEOUT_S closes the connection, a body that does not
+arrive within LITMUS_BODY_TIMEOUT_S gets 408 and a close, malformed HTTP 400 and a close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+from typing import cast
+
+import httptools
+from aiohttp import web
+
+from litmus import metrics
+from litmus.api import assign as answers
+from litmus.api import observability
+from litmus.api.middleware import authenticate
+from litmus.api.requests import error_body, loads_body
+from litmus.errors import (
+    BadRequest,
+    BodyTooLarge,
+    LitmusError,
+    MethodNotAllowed,
+    NotFound,
+    RequestTimeout,
+    ShuttingDown,
+)
+from litmus.keys import AUTH, DRAIN, REGISTRY, SETTINGS
+from litmus.logs import REQUEST_ID
+
+log = logging.getLogger("litmus.fastlane")
+
+# Past these a request head is refused with 431 (aiohttp's own limits are 8190 per line).
+MAX_URL_BYTES = 8190
+MAX_HEAD_BYTES = 32_768
+# A head still incomplete after this many bytes beyond the read it began in is refused too.
+MAX_HEAD_PENDING = 65_536
+BACKLOG = 1024
+
+_perf = time.perf_counter
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_REASONS = {200: "OK", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized",
+            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+            408: "Request Timeout", 413: "Payload Too Large", 422: "Unprocessable Content",
+            431: "Request Header Fields Too Large", 499: "Client Closed Request",
+            500: "Internal Server Error", 503: "Service Unavailable"}
+_STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason.encode())
+                 for code, reason in _REASONS.items()}
+_KEEP = b"Connection: keep-alive\r\n\r\n"
+_CLOSE = b"Connection: close\r\n\r\n"
+_INTERNAL = b'{"error":{"code":"internal_error","message":"internal server error"}}'
+_HEALTHY = b'{"status":"ok"}'
+# Header names the fast lane reads, lower-cased, to a slot number.
+_AUTHORIZATION, _CONTENT_LENGTH, _EXPECT, _IF_NONE_MATCH, _REQUEST_ID = range(5)
+_WANTED = {b"authorization": _AUTHORIZATION, b"content-length": _CONTENT_LENGTH,
+           b"expect": _EXPECT, b"if-none-match": _IF_NONE_MATCH, b"x-request-id": _REQUEST_ID}
+# The usual spellings, wanted or not (-1), looked up before any lower-casing.
+_USUAL = {**_WANTED, b"Authorization": _AUTHORIZATION, b"Content-Length": _CONTENT_LENGTH,
+          b"Expect": _EXPECT, b"If-None-Match": _IF_NONE_MATCH, b"X-Request-Id": _REQUEST_ID,
+          b"X-Request-ID": _REQUEST_ID, b"Host": -1, b"host": -1, b"Content-Type": -1,
+          b"content-type": -1, b"User-Agent": -1, b"user-agent": -1, b"Accept": -1,
+          b"accept": -1, b"Connection": -1, b"connection": -1, b"Accept-Encoding": -1,
+          b"accept-encoding": -1}
+_HEAD, _BODY = 0, 1
+
+
+class HeadTooLarge(LitmusError):
+    """A request line or header block past the fast lane's limits; the connection closes."""
+
+    status, code = 431, "request_header_fields_too_large"
+    close = True
+
+
+class Malformed(BadRequest):
+    """HTTP the parser refuses: nothing after it can be trusted, so the connection closes."""
+
+    close = True
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else b"HTTP/1.1 %d Status\r\n" % status
+
+
+class _Route:
+    """One served path: its method, route name (metrics), whether it needs a token, and the
+    function that answers it: (connection, method, body) -> (status, body, extra header lines)."""
+
+    __slots__ = ("allowed", "answer", "method", "name", "token")
+
+    def __init__(self, method: bytes, name: str, token: bool,
+                 answer: Callable[[_Connection, bytes], tuple[int, bytes, bytes]]) -> None:
+        self.method = method
+        self.name = name
+        self.token = token
+        self.answer = answer
+        # As aiohttp names them in a 405 (a GET route also answers HEAD).
+        self.allowed = "GET, HEAD" if method == b"GET" else method.decode()
+
+
+def _assign(conn: _Connection, body: bytes) -> tuple[int, bytes, bytes]:
+    lane = conn.lane
+    return 200, answers.assign_answer(lane.app, loads_body(body), lane.registry), b""
+
+
+def _batch(conn: _Connection, body: bytes) -> tuple[int, bytes, bytes]:
+    lane = conn.lane
+    return 200, answers.batch_answer(lane.app, loads_body(body), lane.registry), b""
+
+
+def _config(conn: _Connection, body: bytes) -> tuple[int, bytes, bytes]:
+    inm = conn.header[_IF_NONE_MATCH]
+    status, out, etag = answers.config_answer(
+        conn.lane.registry, None if inm is None else inm.decode("utf-8", "surrogateescape"))
+    return status, out, b"ETag: %b\r\n" % etag.encode()
+
+
+def _healthz(conn: _Connection, body: bytes) -> tuple[int, bytes, bytes]:
+    return 200, _HEALTHY, b""
+
+
+ROUTES: dict[bytes, _Route] = {
+    b"/api/v1/assign": _Route(b"POST", "client.assign", True, _assign),
+    b"/api/v1/assign/batch": _Route(b"POST", "client.assign.batch", True, _batch),
+    b"/api/v1/config": _Route(b"GET", "client.config", True, _config),
+    b"/healthz": _Route(b"GET", "ops.healthz", False, _healthz),
+}
+
+
+class FastLane:
+    """The fast lane listener of one process: its server, its connections, its clock."""
+
+    def __init__(self, app: web.Application, main_port: int) -> None:
+        settings = app[SETTINGS]
+        self.app = app
+        self.registry = app[REGISTRY]
+        self.auth = app[AUTH]
+        self.drain = app[DRAIN]
+        self.limit = settings.max_body_bytes
+        self.idle_s = settings.idle_timeout_s
+        self.body_s = settings.body_timeout_s
+        self.main_port = main_port
+        # Decided once at start-up, as the main listener does.
+        self.log_every = observability.debug_enabled()
+        self.loop = asyncio.get_running_loop()
+        self.connections: set[_Connection] = set()
+        self.server: asyncio.AbstractServer | None = None
+        self.port = 0
+        self.date = b""
+        self._tick()
+        self._sweeper: asyncio.Task[None] | None = None
+        self.not_served = NotFound(
+            "the fast lane serves only POST /api/v1/assign, POST /api/v1/assign/batch, "
+            f"GET /api/v1/config and GET /healthz; use the main port {main_port} for the rest",
+            extra={"main_port": main_port},
+        )
+
+    def _tick(self) -> None:
+        self.date = b"Date: %b\r\n" % formatdate(usegmt=True).encode()
+
+    async def _sweep(self) -> None:
+        """Once in a while: the Date header, and connections that made no progress (no head or
+        body completed) for their timeout, give or take one sweep. No clock is read per request:
+        each connection counts its steps and the sweep compares the count with the last one."""
+        every = max(0.05, min(1.0, self.idle_s / 4, self.body_s / 4))
+        while True:
+            await asyncio.sleep(every)
+            self._tick()
+            late = []
+            for conn in self.connections:
+                if conn.steps != conn.seen_steps:
+                    conn.seen_steps, conn.still = conn.steps, 0.0
+                    continue
+                conn.still += every
+                if conn.still >= (self.body_s if conn.state == _BODY else self.idle_s):
+                    late.append(conn)
+            for conn in late:
+                conn.timed_out()
+
+    async def start(self, host: str, port: int, *, reuse_port: bool) -> None:
+        """Listen (SO_REUSEPORT with workers, as the main port)."""
+        self.server = await self.loop.create_server(
+            lambda: _Connection(self), host, port, reuse_port=reuse_port or None, backlog=BACKLOG)
+        self.port = int(self.server.sockets[0].getsockname()[1])
+        self._sweeper = asyncio.create_task(self._sweep(), name="fastlane-sweep")
+
+    def stop_listening(self) -> None:
+        """Accept no new connection (the drain); open ones are answered 503 and closed."""
+        if self.server is not None:
+            self.server.close()
+
+    async def close(self) -> None:
+        """Close every connection and stop."""
+        self.stop_listening()
+        for conn in list(self.connections):
+            conn.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                await self.server.wait_closed()
+
+
+async def start_fast_lane(app: web.Application, host: str, port: int, *, main_port: int,
+                          reuse_port: bool = False) -> FastLane:
+    """Serve the fast lane of a started app on host:port (port 0: any free one)."""
+    lane = FastLane(app, main_port)
+    await lane.start(host, port, reuse_port=reuse_port)
+    return lane
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: an httptools parser whose callbacks answer each request."""
+
+    def __init__(self, lane: FastLane) -> None:
+        self.lane = lane
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.out: list[bytes] | None = None
+        self.closing = False
+        self.state = _HEAD
+        # Steps taken (heads and messages completed) and what the sweep saw of them.
+        self.steps = 0
+        self.seen_steps = 0
+        self.still = 0.0
+        self.url = b""
+        self.header: list[bytes | None] = [None] * 5
+        self.body: list[bytes] = []
+        self.body_len = 0
+        self.head_bytes = 0
+        self.head_pending = 0
+        self.authorized: bytes | None = None
+        self.t0 = 0.0
+
+    # -- transport callbacks --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are no subclass of asyncio.Transport, but they are one.
+        self.transport = cast(asyncio.Transport, transport)
+        self.lane.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.lane.connections.discard(self)
+
+    def pause_writing(self) -> None:
+        # A client that sends without reading its answers: stop reading until it catches up.
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        out: list[bytes] = []
+        self.out = out
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # The request was answered as any other; what follows is no HTTP spoken here.
+            self.closing = True
+        except httptools.HttpParserError as exc:
+            if not self.closing:
+                self._refuse(Malformed(f"malformed HTTP request: {exc}"))
+        if not self.closing and self.state == _HEAD:
+            # A head still incomplete: count what it took beyond the read it began in.
+            if self.head_pending < 0:
+                self.head_pending = 0
+            else:
+                self.head_pending += len(data)
+                if self.head_pending > MAX_HEAD_PENDING:
+                    self._refuse(HeadTooLarge("the request head is too large"))
+        self.out = None
+        transport = self.transport
+        if transport is not None:
+            if out:
+                transport.write(b"".join(out) if len(out) > 1 else out[0])
+            if self.closing:
+                transport.close()
+
+    # -- parser callbacks -----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.header = [None] * 5
+        self.body = []
+        self.body_len = 0
+        self.head_bytes = 0
+        self.head_pending = -1  # this read began the head: not counted
+
+    def on_url(self, url: bytes) -> None:
+        self.url = self.url + url if self.url else url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value) + 4
+        slot = _USUAL.get(name)
+        if slot is None:
+            slot = _WANTED.get(name.lower(), -1)
+        if slot >= 0 and self.header[slot] is None:
+            self.header[slot] = value
+
+    def on_headers_complete(self) -> None:
+        if self.closing:
+            return
+        lane = self.lane
+        self.state = _BODY
+        self.head_pending = 0
+        self.steps += 1
+        self.t0 = _perf()
+        early: LitmusError | None = None
+        length = self.header[_CONTENT_LENGTH]
+        expect = self.header[_EXPECT]
+        if len(self.url) > MAX_URL_BYTES or self.head_bytes > MAX_HEAD_BYTES:
+            early = HeadTooLarge("the request head is too large")
+        elif lane.drain.active:
+            # As the main listener: a keep-alive client learns it must go elsewhere.
+            early = ShuttingDown("this server is shutting down; retry on another instance")
+        elif length is not None and int(length) > lane.limit:
+            early = BodyTooLarge(f"request body of {int(length)} bytes is larger than the "
+                                 f"limit of {lane.limit} bytes")
+        elif expect is not None and expect.lower() == b"100-continue":
+            self._send(_CONTINUE)
+        if early is not None:
+            # Answer now, without waiting for (or reading) a body: the connection closes.
+            self._answer_error(early, self._route_name(), self.parser.get_method())
+
+    def on_body(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.body_len += len(data)
+        if self.body_len > self.lane.limit:
+            self._answer_error(BodyTooLarge("request body is too large"), self._route_name(),
+                               self.parser.get_method())
+            return
+        self.body.append(data)
+
+    def on_message_complete(self) -> None:
+        if self.closing:
+            return
+        lane = self.lane
+        self.state = _HEAD
+        self.head_pending = -1  # the next head may begin in this read: not counted
+        self.steps += 1
+        method = self.parser.get_method()
+        route = ROUTES.get(self.url)
+        if route is None and b"?" in self.url:
+            route = ROUTES.get(self.url.partition(b"?")[0])
+        body = self.body
+        raw = (body[0] if len(body) == 1 else b"".join(body)) if body else b""
+        if route is None:
+            self._answer_error(lane.not_served, "unmatched", method)
+            return
+        try:
+            if method != route.method and not (method == b"HEAD" and route.method == b"GET"):
+                err = MethodNotAllowed(
+                    f"method not allowed; this route accepts {route.allowed}")
+                err.headers["Allow"] = route.allowed
+                raise err
+            if route.token:
+                auth = self.header[_AUTHORIZATION]
+                if auth is None or auth != self.authorized:
+                    authenticate(lane.auth,
+                                 None if auth is None else auth.decode("utf-8", "surrogateescape"))
+                    # The same header again on this connection needs no second look: the
+                    # tokens are fixed for the life of the process.
+                    self.authorized = auth
+            status, out, extra = route.answer(self, raw)
+        except LitmusError as err:
+            self._answer_error(err, route.name, method)
+            return
+        except Exception:
+            self._unexpected(route.name, method)
+            return
+        self._answer(status, out, extra, route.name, method,
+                     not self.parser.should_keep_alive())
+
+    # -- answers --------------------------------------------------------------------------------
+
+    def _route_name(self) -> str:
+        route = ROUTES.get(self.url.partition(b"?")[0])
+        return route.name if route is not None else "unmatched"
+
+    def _request_id(self) -> bytes:
+        given = self.header[_REQUEST_ID]
+        if given is not None and observability.SANE_ID_BYTES.fullmatch(given):
+            return given
+        return observability.new_request_id_bytes()
+
+    def _answer(self, status: int, body: bytes, extra: bytes, name: str, method: bytes,
+                close: bool) -> None:
+        rid = self._request_id()
+        end = _CLOSE if close else _KEEP
+        if status == 304:
+            head = b"%b%bX-Request-Id: %b\r\n%b%b" % (
+                _status_line(304), self.lane.date, rid, extra, end)
+            body = b""
+        else:
+            head = (b"%bContent-Type: application/json\r\nContent-Length: %d\r\n%b"
+                    b"X-Request-Id: %b\r\n%b%b") % (
+                _STATUS_LINES.get(status) or _status_line(status), len(body), self.lane.date,
+                rid, extra, end)
+            if method == b"HEAD":
+                body = b""
+        if close:
+            self.closing = True
+        self._send(head + body)
+        elapsed = _perf() - self.t0
+        metrics.REQUESTS.observe(name, status, elapsed)
+        if status >= 500 or elapsed >= observability.SLOW_S or self.lane.log_every:
+            token = REQUEST_ID.set(rid.decode())
+            try:
+                observability.log_answer(name, status, elapsed, method.decode())
+            finally:
+                REQUEST_ID.reset(token)
+
+    def _answer_error(self, err: LitmusError, name: str, method: bytes) -> None:
+        extra = b"".join(b"%b: %b\r\n" % (k.encode(), v.encode()) for k, v in err.headers.items())
+        self._answer(err.status, error_body(err), extra, name, method,
+                     err.close or not self.parser.should_keep_alive())
+
+    def _unexpected(self, name: str, method: bytes) -> None:
+        token = REQUEST_ID.set(self._request_id().decode())
+        try:
+            log.exception("unhandled error on %s %s", method.decode(), self.url[:200].decode(
+                "utf-8", "replace"))
+        finally:
+            REQUEST_ID.reset(token)
+        self._answer(500, _INTERNAL, b"", name, method, not self.parser.should_keep_alive())
+
+    def _refuse(self, err: LitmusError) -> None:
+        """Answer what the parser cannot go on with, and close."""
+        if self.state == _HEAD:
+            self.t0 = _perf()
+        self._answer(err.status, error_body(err), b"", "unmatched", b"-", True)
+
+    def _send(self, data: bytes) -> None:
+        if self.out is not None:
+            self.out.append(data)
+        elif self.transport is not None:
+            self.transport.write(data)
+            if self.closing:
+                self.transport.close()
+
+    def timed_out(self) -> None:
+        """No progress for too long: a body still awaited gets 408; an idle or slow head is
+        closed."""
+        if self.closing or self.transport is None:
+            return
+        if self.state == _BODY:
+            self._answer_error(
+                RequestTimeout(f"the request body did not arrive within {self.lane.body_s:g} s"),
+                self._route_name(), self.parser.get_method())
+        else:
+            self.closing = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Close at once (shutdown)."""
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+

@@ -1,0 +1,358 @@
+"""Counterfactual benchmark: what logging propensities costs, and what an estimate costs.
+
+Every figure is a ratio against a baseline measured in the same run:
+0. In process: `validate_events` on a 1000-event batch whose exposures carry "probability"
+   against the same batch without it (then the variant's weight is looked up), alternated.
+1. Write path in PostgreSQL (embedded, durable defaults): 100,000 exposure rows COPYed in batches
+   of 5000 into `exposures` (with its `probability` column, migration 0016) against the same rows
+   into a table of the shape before it (`exposures` without the column, same indexes); the two
+   alternate batch by batch, ROUNDS rounds on truncated tables, and the median of the rounds'
+   ratios is the column's cost. Only the exposures COPY is timed (the dedupe COPY into event_ids is the same either
+   way), so the ratio is the column's share at its largest.
+2. HTTP on one server core, wrk on the other: events/s through POST /api/v1/events, batches of
+   100 (two exposures in three), with every exposure carrying "probability" against the same
+   batches without it (the server then fills in the variant's weight); ROUNDS rounds each,
+   alternated, new unit and event ids in every request. Median ratio and its spread.
+3. POST /api/v1/experiments/{id}/counterfactual at 1,000,000 units: 1 M exposures with
+   probabilities and 300 k metric events made in SQL, one recompute folds them, then CALLS
+   requests with 3 target policies, alternated with GET /healthz (the baseline: the cheapest
+   answer the same server gives), on one kept-alive connection. Median and p95 of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import http.client
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from loadtests._harness import TOKEN, api, launch_bench_experiment, litmus_server, need_wrk
+from loadtests.bench_ingest import LUA
+
+ROUNDS = 7
+ROWS = 100_000
+HTTP_ROUNDS = 5
+HTTP_SECONDS = 4
+UNITS = 1_000_000
+CALLS = 30
+POLICIES = {"all_a": {"model_a": 1.0}, "all_c": {"model_c": 1.0},
+            "mix": {"model_a": 0.2, "model_b": 0.3, "model_c": 0.5}}
+
+_PLAIN_EXPOSURE = '\'","variant":"model_b","event_id":"\''
+_PROB_EXPOSURE = '\'","variant":"model_b","probability":0.5,"event_id":"\''
+assert LUA.count(_PLAIN_EXPOSURE) == 1
+LUA_PROB = LUA.replace(_PLAIN_EXPOSURE, _PROB_EXPOSURE)
+
+
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds the processes' threads ran so far (/proc/PID/task/TID/schedstat, ns)."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Every process of a process group (a server started in its own session)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                    out.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def spread(xs: list[float]) -> str:
+    return f"median {statistics.median(xs):.3f}, min {min(xs):.3f}, max {max(xs):.3f}"
+
+
+async def write_path(dsn: str) -> None:
+    """Exposure rows COPYed with the probability column against the shape without it."""
+    from litmus.db import events as db
+    from litmus.services.ingest import to_micros
+
+    exp_ids = [str(uuid.uuid4()) for _ in range(4)]
+    now = to_micros(datetime.now(UTC))
+    conn = await db.connect(dsn)
+    await conn.execute("DROP TABLE IF EXISTS bench_exposures_before")
+    await conn.execute("CREATE TABLE bench_exposures_before (LIKE exposures INCLUDING ALL)")
+    await conn.execute("ALTER TABLE bench_exposures_before DROP COLUMN probability")
+    cols = db.EXPOSURE_COLUMNS
+    assert cols[-1] == "probability"
+
+    def rows(with_p: bool, tag: str) -> list[tuple[object, ...]]:
+        return [(exp_ids[i % 4], f"user-{(i * 2654435761) % 2**32:08x}", i % 3, now,
+                 f"{tag}-{uuid.uuid4().hex}", *((0.2 + (i % 5) / 10.0,) if with_p else ()))
+                for i in range(ROWS)]
+
+    with_col: list[float] = []
+    without: list[float] = []
+    cpu_ratios: list[float] = []
+    cpu_us: dict[bool, list[float]] = {True: [], False: []}
+    backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+    try:
+        for r in range(ROUNDS):
+            data = {True: rows(True, f"{r}p"), False: rows(False, f"{r}n")}
+            await conn.execute("TRUNCATE exposures, bench_exposures_before")
+            spent = {True: 0.0, False: 0.0}
+            cpu = {True: 0.0, False: 0.0}
+            # Batch by batch, alternating which shape goes first: drift on a shared machine
+            # lands on both sides alike.
+            for j, i in enumerate(range(0, ROWS, 5000)):
+                for with_p in (True, False) if (r + j) % 2 == 0 else (False, True):
+                    t, c = time.perf_counter(), time.thread_time() + cpu_s([backend])
+                    await conn.copy_records_to_table(
+                        "exposures" if with_p else "bench_exposures_before",
+                        records=data[with_p][i:i + 5000], columns=cols if with_p else cols[:-1])
+                    spent[with_p] += time.perf_counter() - t
+                    cpu[with_p] += time.thread_time() + cpu_s([backend]) - c
+            with_col.append(ROWS / spent[True])
+            without.append(ROWS / spent[False])
+            cpu_ratios.append(cpu[False] / cpu[True])
+            cpu_us[True].append(cpu[True] / ROWS * 1e6)
+            cpu_us[False].append(cpu[False] / ROWS * 1e6)
+        await conn.execute("TRUNCATE exposures")
+        await conn.execute("DROP TABLE bench_exposures_before")
+    finally:
+        await conn.close()
+    ratios = [a / b for a, b in zip(with_col, without, strict=True)]
+    print(f"write  COPY exposures without probability (the shape before) "
+          f"{statistics.median(without):9.0f} rows/s  (baseline; per round "
+          + " ".join(f"{x / 1000:.0f}k" for x in without) + ")")
+    print(f"write  COPY exposures with probability                       "
+          f"{statistics.median(with_col):9.0f} rows/s  (per round "
+          + " ".join(f"{x / 1000:.0f}k" for x in with_col) + ")")
+    print(f"write  ratio with/without per round: {spread(ratios)}  "
+          f"({' '.join(f'{x:.3f}' for x in ratios)}; goal >= 0.95)")
+    print(f"write  CPU per row (client + its PostgreSQL backend): without "
+          f"{statistics.median(cpu_us[False]):.2f} us, with {statistics.median(cpu_us[True]):.2f}"
+          f" us; rate ratio with/without per round: {spread(cpu_ratios)}  "
+          f"({' '.join(f'{x:.3f}' for x in cpu_ratios)})", flush=True)
+
+
+def validation() -> None:
+    """In process: validating a 1000-event batch (two exposures in three) with every exposure
+    carrying "probability" against the same batch without it (the weight is then looked up)."""
+    from litmus.api.event_schemas import validate_events
+    from loadtests.bench_ingest import _Entry, events
+
+    plain = {"events": events(1000)}
+    with_p = {"events": [dict(e, probability=0.5) if e["type"] == "exposure" else e
+                         for e in plain["events"]]}
+    entry: Any = _Entry()
+    now = datetime.now(UTC)
+    per_event: dict[bool, list[float]] = {True: [], False: []}
+    for r in range(ROUNDS):
+        for flag in (True, False) if r % 2 == 0 else (False, True):
+            body = with_p if flag else plain
+
+            def once(b: dict[str, Any] = body) -> None:
+                validate_events(b, "typed", lambda _: entry, now)
+
+            per_event[flag].append(min(timeit.repeat(once, timer=time.thread_time, number=5,
+                                                     repeat=7)) / 5 / 1000)
+    ratios = [b / a for a, b in zip(per_event[True], per_event[False], strict=True)]
+    print(f"parse  validate_events, 1000 events (CPU time), without probability "
+          f"{statistics.median(per_event[False]) * 1e6:6.2f} us/event (baseline)   with "
+          f"{statistics.median(per_event[True]) * 1e6:6.2f} us/event   rate ratio with/without "
+          f"per round: {spread(ratios)}", flush=True)
+
+
+def wrk_rate(url: str, lua: str, seconds: int) -> tuple[float, int]:
+    """Events/s and events sent by wrk (core 1, 32 connections) posting 100-event batches."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(lua % {"token": TOKEN, "size": 100})
+    cmd = (["taskset", "-c", "1"] if shutil.which("taskset") else []) + [
+        need_wrk(), "-t1", "-c32", f"-d{seconds}s", "-s", script.name, url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    Path(script.name).unlink()
+    if re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m:
+        raise RuntimeError(f"wrk printed no rate:\n{out}")
+    sent = re.search(r"(\d+) requests in", out)
+    return float(m.group(1)) * 100, int(sent.group(1)) * 100 if sent else 0
+
+
+def http_ingest(data_dir: Path) -> None:
+    """Batches of 100 with and without "probability" on their exposures, alternated."""
+    proc, base = litmus_server(data_dir, {"LITMUS_RECOMPUTE_INTERVAL_S": "3600"})
+    with_p: list[float] = []
+    without: list[float] = []
+    cpu_us: dict[bool, list[float]] = {True: [], False: []}
+    from loadtests.bench_ingest import _postgres_pids
+
+    try:
+        launch_bench_experiment(base)
+        time.sleep(0.5)
+        url = base + "/api/v1/events"
+        wrk_rate(url, LUA.replace('"%%d-', '"w-%%d-'), 2)  # warm-up
+        for r in range(HTTP_ROUNDS):
+            # The wrk script's ids restart with each run: a tag per round keeps them new.
+            for lua, out in ((LUA_PROB, with_p), (LUA, without))[:: 1 if r % 2 == 0 else -1]:
+                tag = f"r{r}{'p' if out is with_p else 'n'}"
+                tagged = lua.replace('"%%d-%%08x%%08x"', f'"{tag}-%%d-%%08x%%08x"')
+                assert tagged != lua
+                pids = group_pids(proc.p.pid) + _postgres_pids(data_dir)
+                c0 = cpu_s(pids)
+                rate, sent = wrk_rate(url, tagged, HTTP_SECONDS)
+                out.append(rate)
+                cpu_us[out is with_p].append((cpu_s(pids) - c0) / max(sent, 1) * 1e6)
+    finally:
+        proc.stop()
+    ratios = [a / b for a, b in zip(with_p, without, strict=True)]
+    print(f"http   batch 100, exposures without probability {statistics.median(without):9.0f} "
+          f"ev/s  (baseline; per round " + " ".join(f"{x / 1000:.1f}k" for x in without) + ")")
+    print(f"http   batch 100, exposures with probability    {statistics.median(with_p):9.0f} "
+          f"ev/s  (per round " + " ".join(f"{x / 1000:.1f}k" for x in with_p) + ")")
+    print(f"http   ratio with/without per round: {spread(ratios)}  "
+          f"({' '.join(f'{x:.3f}' for x in ratios)}; goal >= 0.95)")
+    cpu_ratios = [b / a for a, b in zip(cpu_us[True], cpu_us[False], strict=True)]
+    print(f"http   CPU per event (server + PostgreSQL): without "
+          f"{statistics.median(cpu_us[False]):.1f} us, with {statistics.median(cpu_us[True]):.1f} us;"
+          f" rate ratio with/without per round: {spread(cpu_ratios)}  "
+          f"({' '.join(f'{x:.3f}' for x in cpu_ratios)})", flush=True)
+
+
+def timed_calls(conn: http.client.HTTPConnection, method: str, path: str,
+                body: bytes | None) -> float:
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    t = time.perf_counter()
+    conn.request(method, path, body=body, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    dt = time.perf_counter() - t
+    if resp.status != 200:
+        raise RuntimeError(f"{method} {path}: HTTP {resp.status} {data[:300]!r}")
+    return dt
+
+
+async def fill(dsn: str, exp_id: str) -> None:
+    """UNITS exposures with probabilities and 300 k metric events, made in SQL."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        uid = uuid.UUID(exp_id)
+        # One transaction: the recompute folds all of it at once.
+        tr = conn.transaction()
+        await tr.start()
+        await conn.execute(
+            """INSERT INTO exposures (experiment_id, unit_id, variant, ts, event_id, probability)
+               SELECT $1, 'u' || g, (g % 3)::smallint, now() - (g % 3600) * interval '1 second',
+                      'e' || g, 0.2 + (g % 5) / 10.0
+               FROM generate_series(1, $2::bigint) g""", uid, UNITS)
+        await conn.execute(
+            """INSERT INTO metric_events (experiment_id, unit_id, metric, value, ts, event_id)
+               SELECT $1, 'u' || (g * 7 % $2::bigint + 1),
+                      CASE WHEN g % 3 = 0 THEN 'conversion' ELSE 'revenue' END,
+                      CASE WHEN g % 3 = 0 THEN 1 ELSE 5 + g % 50 END, now(), 'm' || g
+               FROM generate_series(1, $3::bigint) g""", uid, UNITS, 3 * UNITS // 10)
+        await tr.commit()
+        await conn.execute("VACUUM ANALYZE exposures, metric_events")
+    finally:
+        await conn.close()
+
+
+def endpoint(data_dir: Path) -> None:
+    """The counterfactual endpoint at UNITS units against GET /healthz."""
+    proc, base = litmus_server(data_dir, {"LITMUS_RECOMPUTE_INTERVAL_S": "2"})
+    try:
+        exp = api(base, "POST", "/api/v1/experiments", {
+            "key": "cf", "name": "cf", "description": "counterfactual benchmark",
+            "owner_team": "perf", "metrics": {"primary": "conversion", "guardrails": []},
+            "variants": [{"key": "model_a", "weight": 0.4}, {"key": "model_b", "weight": 0.3},
+                         {"key": "model_c", "weight": 0.3}]})
+        api(base, "POST", f"/api/v1/experiments/{exp['id']}/launch", {"ramp": 1})
+        dsn = f"postgresql://postgres:@/postgres?host={(data_dir / 'pg').resolve()}"
+        t0 = time.perf_counter()
+        asyncio.run(fill(dsn, exp["id"]))
+        print(f"cf     made {UNITS:,} exposures with probabilities and {3 * UNITS // 10:,} "
+              f"metric events in {time.perf_counter() - t0:.1f} s", flush=True)
+        path = f"/api/v1/experiments/{exp['id']}/counterfactual"
+        body = json.dumps({"metric": "conversion", "policies": POLICIES}).encode()
+        t0 = time.perf_counter()
+        while True:
+            try:
+                answer = api(base, "POST", path, json.loads(body))
+            except OSError:  # no snapshot yet, or no propensity data in it yet
+                answer = {}
+            if answer.get("units") == UNITS and (answer.get("logged_value") or 0) > 0:
+                break
+            if time.perf_counter() - t0 > 300:
+                raise RuntimeError(f"the recompute did not fold {UNITS} units in 300 s: {answer}")
+            time.sleep(0.5)
+        print(f"cf     folded by the recompute loop within {time.perf_counter() - t0:.1f} s",
+              flush=True)
+        host, port = base.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        cf: list[float] = []
+        hz: list[float] = []
+        for _ in range(CALLS):
+            hz.append(timed_calls(conn, "GET", "/healthz", None))
+            cf.append(timed_calls(conn, "POST", path, body))
+        conn.close()
+    finally:
+        proc.stop()
+
+    def ms(xs: list[float]) -> str:
+        xs = sorted(x * 1e3 for x in xs)
+        return (f"median {statistics.median(xs):6.2f} ms, p95 {xs[int(0.95 * (len(xs) - 1))]:6.2f}"
+                f" ms, max {xs[-1]:6.2f} ms")
+
+    mix = answer["policies"]["mix"]["dr"]
+    print(f"cf     GET /healthz (baseline)                 {ms(hz)}")
+    print(f"cf     POST counterfactual, 3 policies, {UNITS // 1000:,}k units "
+          f"{ms(cf)}   goal < 50 ms  (ratio of medians {statistics.median(cf) / statistics.median(hz):.1f}x)")
+    print(f"cf     e.g. mix: DR {mix['value']:.5f} [{mix['ci'][0]:.5f}, {mix['ci'][1]:.5f}], "
+          f"units {answer['units']:,}, ESS {answer['policies']['mix']['ess']:,.0f}, logged value {answer['logged_value']:.5f}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--only-endpoint", action="store_true")
+    args = parser.parse_args()
+    print("== counterfactual benchmark (server on core 0, wrk and client on core 1, "
+          "embedded PostgreSQL on both)", flush=True)
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="litmus-bench-cf-") as tmp:
+        if not args.only_endpoint:
+            validation()
+            from litmus.db.pool import run_migrations, start_embedded
+
+            dsn = start_embedded(Path(tmp) / "write", cleanup_mode="stop")
+            asyncio.run(run_migrations(dsn))
+            asyncio.run(write_path(dsn))
+            if not args.skip_http:
+                http_ingest(Path(tmp) / "http")
+        endpoint(Path(tmp) / "cf")
+    print(f"(took {time.monotonic() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

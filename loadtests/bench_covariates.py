@@ -1,0 +1,250 @@
+"""Covariates benchmark: what exposures carrying CUPED covariates cost on the ingest path.
+
+Every figure is a ratio against a baseline measured in the same run, alternated with it:
+0. In process: `validate_events` on a 1000-event batch (two exposures in three) whose exposures
+   carry two declared covariates (`{"pre_sessions": u % 50, "pre_revenue": u % 7 + 0.5}`)
+   against the same batch without them, ROUNDS rounds.
+1. Write path in PostgreSQL (embedded, durable defaults): 100,000 exposure rows COPYed in
+   batches of 5000 with the `covariates` column filled (2 values, migration 0017) against the
+   same rows with it NULL, into two tables of the same shape and indexes (`exposures` and a
+   copy of it); the two alternate batch by batch, ROUNDS rounds on truncated tables. Only the
+   exposures COPY is timed (the dedupe COPY into event_ids is the same either way), so the
+   ratio is the column's share at its largest. Rows/s and CPU per row (client + backend).
+2. HTTP on one server core, wrk on the other: events/s through POST /api/v1/events, batches of
+   100 (two exposures in three) to an experiment that declares the covariates
+   (metrics.covariates, `conversion` defined with `"cuped": "pre_revenue"`), with every exposure
+   carrying both against the same batches without them; HTTP_ROUNDS rounds of HTTP_SECONDS
+   each, alternated, new unit and event ids in every request; events/s and the CPU per event
+   of the server and PostgreSQL. Goal (the issue): ingestion >= 0.9x without covariates.
+
+The recompute with covariates is `loadtests/bench_recompute.py --covariates` (10 M events).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import statistics
+import sys
+import tempfile
+import time
+import timeit
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from loadtests._harness import api, litmus_server
+from loadtests.bench_counterfactual import cpu_s, group_pids, spread, wrk_rate
+from loadtests.bench_ingest import LUA, _postgres_pids
+
+ROUNDS = 7
+ROWS = 100_000
+HTTP_ROUNDS = 5
+HTTP_SECONDS = 4
+COVARIATES = ["pre_sessions", "pre_revenue"]
+METRICS = {"primary": "conversion", "guardrails": [], "covariates": COVARIATES,
+           "definitions": {"conversion": {"cuped": "pre_revenue"}}}
+
+_PLAIN_EXPOSURE = '\'","variant":"model_b","event_id":"\''
+_COV_EXPOSURE = ('\'","variant":"model_b","covariates":{"pre_sessions":\' .. (u %% 50) .. '
+                 '\',"pre_revenue":\' .. (u %% 7) .. \'.5},"event_id":"\'')
+assert LUA.count(_PLAIN_EXPOSURE) == 1
+LUA_COV = LUA.replace(_PLAIN_EXPOSURE, _COV_EXPOSURE)
+
+
+def validation() -> None:
+    """In process: a 1000-event batch with two covariates on every exposure against without."""
+    from litmus.api.event_schemas import validate_events
+    from loadtests.bench_ingest import _Entry, events
+
+    plain = {"events": events(1000)}
+    with_c = {"events": [
+        dict(e, covariates={"pre_sessions": u % 50, "pre_revenue": u % 7 + 0.5})
+        if e["type"] == "exposure" else e for u, e in enumerate(plain["events"])]}
+    entry: Any = _Entry()
+    entry.experiment = dataclasses.replace(entry.experiment, metrics=METRICS)
+    now = datetime.now(UTC)
+    checked = validate_events(with_c, "typed", lambda _: entry, now).exposures
+    assert checked and checked[-1][-1] is not None, "the covariates were not kept"
+    per_event: dict[bool, list[float]] = {True: [], False: []}
+    for r in range(ROUNDS):
+        for flag in (True, False) if r % 2 == 0 else (False, True):
+            body = with_c if flag else plain
+
+            def once(b: dict[str, Any] = body) -> None:
+                validate_events(b, "typed", lambda _: entry, now)
+
+            per_event[flag].append(min(timeit.repeat(once, timer=time.thread_time, number=5,
+                                                     repeat=7)) / 5 / 1000)
+    ratios = [b / a for a, b in zip(per_event[True], per_event[False], strict=True)]
+    print(f"parse  validate_events, 1000 events (CPU time), without covariates "
+          f"{statistics.median(per_event[False]) * 1e6:6.2f} us/event (baseline)   with "
+          f"{statistics.median(per_event[True]) * 1e6:6.2f} us/event", flush=True)
+    print(f"parse  rate ratio with/without per round: {spread(ratios)}  "
+          f"({' '.join(f'{x:.3f}' for x in ratios)})", flush=True)
+
+
+async def write_path(dsn: str) -> None:
+    """Exposure rows COPYed with the covariates column filled against the same rows with NULL."""
+    from litmus.db import events as db
+    from litmus.services.ingest import to_micros
+
+    exp_ids = [str(uuid.uuid4()) for _ in range(4)]
+    now = to_micros(datetime.now(UTC))
+    conn = await db.connect(dsn)
+    await conn.execute("DROP TABLE IF EXISTS bench_exposures_null")
+    await conn.execute("CREATE TABLE bench_exposures_null (LIKE exposures INCLUDING ALL)")
+    cols = db.EXPOSURE_COLUMNS
+    assert cols[-1] == "covariates", cols
+
+    def rows(with_c: bool, tag: str) -> list[tuple[object, ...]]:
+        return [(exp_ids[i % 4], f"user-{(i * 2654435761) % 2**32:08x}", i % 3, now,
+                 f"{tag}-{uuid.uuid4().hex}", -0.5,
+                 [float(i % 50), i % 7 + 0.5] if with_c else None)
+                for i in range(ROWS)]
+
+    with_col: list[float] = []
+    without: list[float] = []
+    cpu_ratios: list[float] = []
+    cpu_us: dict[bool, list[float]] = {True: [], False: []}
+    client_us: dict[bool, list[float]] = {True: [], False: []}
+    backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+    try:
+        for r in range(ROUNDS):
+            data = {True: rows(True, f"{r}c"), False: rows(False, f"{r}n")}
+            await conn.execute("TRUNCATE exposures, bench_exposures_null")
+            spent = {True: 0.0, False: 0.0}
+            cpu = {True: 0.0, False: 0.0}
+            client = {True: 0.0, False: 0.0}
+            # Batch by batch, alternating which goes first: drift lands on both sides alike.
+            for j, i in enumerate(range(0, ROWS, 5000)):
+                for with_c in (True, False) if (r + j) % 2 == 0 else (False, True):
+                    t, c, b = time.perf_counter(), time.thread_time(), cpu_s([backend])
+                    await conn.copy_records_to_table(
+                        "exposures" if with_c else "bench_exposures_null",
+                        records=data[with_c][i:i + 5000], columns=cols)
+                    spent[with_c] += time.perf_counter() - t
+                    client[with_c] += time.thread_time() - c
+                    cpu[with_c] += time.thread_time() - c + cpu_s([backend]) - b
+            with_col.append(ROWS / spent[True])
+            without.append(ROWS / spent[False])
+            cpu_ratios.append(cpu[False] / cpu[True])
+            cpu_us[True].append(cpu[True] / ROWS * 1e6)
+            cpu_us[False].append(cpu[False] / ROWS * 1e6)
+            client_us[True].append(client[True] / ROWS * 1e6)
+            client_us[False].append(client[False] / ROWS * 1e6)
+        stored = await conn.fetchval("SELECT covariates FROM exposures LIMIT 1")
+        assert stored is not None and len(stored) == 2, stored
+        await conn.execute("TRUNCATE exposures")
+        await conn.execute("DROP TABLE bench_exposures_null")
+    finally:
+        await conn.close()
+    ratios = [a / b for a, b in zip(with_col, without, strict=True)]
+    print(f"write  COPY exposures, covariates NULL (baseline) "
+          f"{statistics.median(without):9.0f} rows/s  (per round "
+          + " ".join(f"{x / 1000:.0f}k" for x in without) + ")")
+    print(f"write  COPY exposures, 2 covariates             "
+          f"{statistics.median(with_col):9.0f} rows/s  (per round "
+          + " ".join(f"{x / 1000:.0f}k" for x in with_col) + ")")
+    print(f"write  ratio with/without per round: {spread(ratios)}  "
+          f"({' '.join(f'{x:.3f}' for x in ratios)})")
+    print(f"write  CPU per row (client + its PostgreSQL backend): without "
+          f"{statistics.median(cpu_us[False]):.2f} us, with {statistics.median(cpu_us[True]):.2f}"
+          f" us; rate ratio with/without per round: {spread(cpu_ratios)}  "
+          f"({' '.join(f'{x:.3f}' for x in cpu_ratios)})")
+    print(f"write  of which the client (asyncpg's row encoding): without "
+          f"{statistics.median(client_us[False]):.2f} us, with "
+          f"{statistics.median(client_us[True]):.2f} us per row", flush=True)
+
+
+def launch(base: str) -> dict[str, Any]:
+    """The experiment "bench" (model_a, model_b; 50/50) declaring the covariates, launched."""
+    exp: dict[str, Any] = api(base, "POST", "/api/v1/experiments", {
+        "key": "bench", "name": "bench", "description": "covariates benchmark",
+        "owner_team": "perf", "metrics": METRICS,
+        "variants": [{"key": "model_a", "weight": 0.5}, {"key": "model_b", "weight": 0.5}]})
+    api(base, "POST", f"/api/v1/experiments/{exp['id']}/launch", {"ramp": 1})
+    return exp
+
+
+def http_ingest(data_dir: Path) -> None:
+    """Batches of 100 with and without covariates on their exposures, alternated."""
+    proc, base = litmus_server(data_dir, {"LITMUS_RECOMPUTE_INTERVAL_S": "3600"})
+    with_c: list[float] = []
+    without: list[float] = []
+    cpu_us: dict[bool, list[float]] = {True: [], False: []}
+    try:
+        exp = launch(base)
+        time.sleep(0.5)
+        url = base + "/api/v1/events"
+        wrk_rate(url, LUA_COV.replace('"%%d-', '"w-%%d-'), 2)  # warm-up (and a 202 check)
+        for r in range(HTTP_ROUNDS):
+            # The wrk script's ids restart with each run: a tag per round keeps them new.
+            for lua, out in ((LUA_COV, with_c), (LUA, without))[:: 1 if r % 2 == 0 else -1]:
+                tag = f"r{r}{'c' if out is with_c else 'n'}"
+                tagged = lua.replace('"%%d-%%08x%%08x"', f'"{tag}-%%d-%%08x%%08x"')
+                assert tagged != lua
+                pids = group_pids(proc.p.pid) + _postgres_pids(data_dir)
+                c0 = cpu_s(pids)
+                rate, sent = wrk_rate(url, tagged, HTTP_SECONDS)
+                out.append(rate)
+                cpu_us[out is with_c].append((cpu_s(pids) - c0) / max(sent, 1) * 1e6)
+        stored = asyncio.run(_count_covariates(data_dir, exp["id"]))
+    finally:
+        proc.stop()
+    ratios = [a / b for a, b in zip(with_c, without, strict=True)]
+    print(f"http   batch 100, exposures without covariates {statistics.median(without):9.0f} "
+          f"ev/s  (baseline; per round " + " ".join(f"{x / 1000:.1f}k" for x in without) + ")")
+    print(f"http   batch 100, exposures with 2 covariates  {statistics.median(with_c):9.0f} "
+          f"ev/s  (per round " + " ".join(f"{x / 1000:.1f}k" for x in with_c) + ")")
+    print(f"http   ratio with/without per round: {spread(ratios)}  "
+          f"({' '.join(f'{x:.3f}' for x in ratios)}; goal >= 0.9)")
+    cpu_ratios = [b / a for a, b in zip(cpu_us[True], cpu_us[False], strict=True)]
+    print(f"http   CPU per event (server + PostgreSQL): without "
+          f"{statistics.median(cpu_us[False]):.1f} us, with {statistics.median(cpu_us[True]):.1f} us;"
+          f" rate ratio with/without per round: {spread(cpu_ratios)}  "
+          f"({' '.join(f'{x:.3f}' for x in cpu_ratios)})")
+    print(f"http   stored exposures with covariates: {stored[0]:,} of {stored[1]:,}", flush=True)
+
+
+async def _count_covariates(data_dir: Path, exp_id: str) -> tuple[int, int]:
+    """(exposures stored with covariates, all exposures) of the experiment: the check that the
+    covariates really went through."""
+    import asyncpg
+
+    conn = await asyncpg.connect(f"postgresql://postgres:@/postgres?host={(data_dir / 'pg').resolve()}")
+    try:
+        row = await conn.fetchrow(
+            "SELECT count(covariates), count(*) FROM exposures WHERE experiment_id = $1",
+            uuid.UUID(exp_id))
+    finally:
+        await conn.close()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-http", action="store_true")
+    args = parser.parse_args()
+    print("== covariates benchmark (server on core 0, wrk on core 1, embedded PostgreSQL on "
+          f"both; load average {os.getloadavg()[0]:.2f})", flush=True)
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="litmus-bench-cov-") as tmp:
+        validation()
+        from litmus.db.pool import run_migrations, start_embedded
+
+        dsn = start_embedded(Path(tmp) / "write", cleanup_mode="stop")
+        asyncio.run(run_migrations(dsn))
+        asyncio.run(write_path(dsn))
+        if not args.skip_http:
+            http_ingest(Path(tmp) / "http")
+    print(f"(took {time.monotonic() - t0:.0f} s; load average {os.getloadavg()[0]:.2f})")
+
+
+if __name__ == "__main__":
+    main()

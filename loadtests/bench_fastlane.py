@@ -1,0 +1,262 @@
+"""Fast lane benchmark: four servers side by side, interleaved, on one pinned core.
+
+Servers on core 0, wrk (and the paced client) on core 1. Each round runs every variant once,
+in a rotated order, so a noisy moment hits all of them:
+
+- raw:  a uvloop asyncio.Protocol answering every read with a fixed response (no parsing)
+- bare: a bare aiohttp handler that parses the body and answers a same-sized JSON document
+- main: Litmus's POST /api/v1/assign on the main (aiohttp) port
+- fast: the same route on the fast lane (litmus/api/fastlane.py)
+
+For each: requests/s at saturation (wrk -c64) and the server's CPU time per request (utime +
+stime of the server process from /proc, before and after); the median and the spread (min-max)
+over the rounds. Then the p99 latency at a fixed 1,000 requests/s (a paced open-loop client:
+latency counts from when a request was due, so a stall is not hidden), and a batch of 1,000
+units through the fast lane and the main port against the in-process core loop (assignments/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from litmus.core.assignment import assign, compile_experiment
+from litmus.core.models import Experiment, Variant
+from loadtests._harness import (
+    TOKEN,
+    Proc,
+    free_port,
+    launch_bench_experiment,
+    litmus_server,
+    need_wrk,
+    wait_post,
+)
+
+BODY = orjson.dumps({"experiment": "bench", "unit_id": "user-12345"})
+BATCH = orjson.dumps({"experiment": "bench", "unit_ids": [f"user-{i}" for i in range(1000)]})
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+_TICK = os.sysconf("SC_CLK_TCK")
+_DONE = re.compile(r"(\d+) requests in ([\d.]+)(us|ms|s|m)")
+_LAT = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)", re.M)
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def wrk(url: str, body: bytes, seconds: float, connections: int = 64,
+        headers: dict[str, str] | None = None) -> dict[str, float]:
+    """POST body with wrk on core 1: requests, requests/s, p50/p99 (ms), non-2xx."""
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    lua_body = body.decode().replace("\\", "\\\\").replace('"', '\\"')
+    script.write('wrk.method = "POST"\n' + f'wrk.body = "{lua_body}"\n' + "".join(
+        f'wrk.headers["{k}"] = "{v}"\n' for k, v in hdrs.items()))
+    script.close()
+    cmd = (["taskset", "-c", "1"] if shutil.which("taskset") else []) + [
+        need_wrk(), "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", script.name, url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    os.unlink(script.name)
+    m = _DONE.search(out)
+    if not m:
+        raise RuntimeError(f"wrk printed no count:\n{out}")
+    dur = float(m.group(2)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[m.group(3)]
+    lat = {p: float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[u] for p, v, u in _LAT.findall(out)}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    n = float(m.group(1))
+    return {"n": n, "rps": n / dur, "p50": lat.get("50", 0.0), "p99": lat.get("99", 0.0),
+            "non_2xx": float(errors.group(1)) if errors else 0.0}
+
+
+# -- the paced client --------------------------------------------------------------------------
+
+
+async def _paced(port: int, path: str, body: bytes, headers: dict[str, str], rate: float,
+                 seconds: float, conns: int = 16) -> list[float]:
+    """Send `rate` requests/s for `seconds` over `conns` keep-alive connections; the latency of
+    each from the moment it was due (open loop), in ms."""
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    req = (f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n{head}"
+           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    free: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(conns):
+        free.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    loop = asyncio.get_running_loop()
+    lat: list[float] = []
+
+    async def one(due: float) -> None:
+        reader, writer = await free.get()
+        writer.write(req)
+        head_bytes = await reader.readuntil(b"\r\n\r\n")
+        m = re.search(rb"(?i)content-length:\s*(\d+)", head_bytes)
+        await reader.readexactly(int(m.group(1)) if m else 0)
+        lat.append((loop.time() - due) * 1e3)
+        free.put_nowait((reader, writer))
+
+    start = loop.time() + 0.05
+    n = int(rate * seconds)
+    tasks = []
+    for i in range(n):
+        due = start + i / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(due)))
+    await asyncio.gather(*tasks)
+    while not free.empty():
+        free.get_nowait()[1].close()
+    return lat
+
+
+def paced_p99(port: int, path: str, body: bytes, headers: dict[str, str], rate: float,
+              seconds: float) -> float:
+    """p99 (ms) of the paced client, run on core 1."""
+    os.sched_setaffinity(0, {1})
+    try:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            lat = runner.run(_paced(port, path, body, headers, rate, seconds))
+    finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    lat.sort()
+    return lat[int(0.99 * (len(lat) - 1))]
+
+
+def core_loop_rate() -> float:
+    """Assignments/s of the in-process core loop over the batch's 1,000 units, on core 0."""
+    exp = Experiment(id="bench", key="bench", name="b", description="d", owner_team="t",
+                     status="running", ramp=1.0,
+                     variants=(Variant("model_a", 0.5, {"model": "m"}), Variant("model_b", 0.5)))
+    c = compile_experiment(exp)
+    units = [f"user-{i}" for i in range(1000)]
+
+    def loop() -> None:
+        for u in units:
+            assign(c, u, None)
+
+    os.sched_setaffinity(0, {0})
+    try:
+        best = min(timeit.repeat(loop, number=20, repeat=5)) / 20
+    finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    return 1000 / best
+
+
+def spread(xs: list[float], fmt: str = "{:.0f}") -> str:
+    """median [min-max]"""
+    return f"{fmt.format(statistics.median(xs))} [{fmt.format(min(xs))}-{fmt.format(max(xs))}]"
+
+
+def main() -> None:
+    """Run the rounds and print the table and the ratios."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--rate", type=float, default=1000.0)
+    ap.add_argument("--paced-seconds", type=float, default=1.5)
+    args = ap.parse_args()
+    started = time.monotonic()
+    bare_port, raw_port = free_port(), free_port()
+    script = str(Path(__file__).with_name("bare_server.py"))
+    bare = Proc([sys.executable, script, str(bare_port)], core=0)
+    raw = Proc([sys.executable, script, str(raw_port), "raw"], core=0)
+    tmp = tempfile.TemporaryDirectory(prefix="litmus-bench-")
+    fast_port = free_port()
+    lit: Proc | None = None
+    try:
+        wait_post(bare_port, "/assign")
+        wait_post(raw_port, "/assign")
+        lit, base = litmus_server(Path(tmp.name) / "data", {
+            "LITMUS_ASSIGN_PORT": str(fast_port), "LITMUS_RECOMPUTE_INTERVAL_S": "3600"})
+        launch_bench_experiment(base, {"model": "m"})
+        main_port = int(base.rsplit(":", 1)[1])
+        variants: list[tuple[str, str, int, dict[str, str]]] = [
+            ("raw", f"http://127.0.0.1:{raw_port}/assign", raw.p.pid, {}),
+            ("bare", f"http://127.0.0.1:{bare_port}/assign", bare.p.pid, {}),
+            ("main", f"{base}/api/v1/assign", lit.p.pid, AUTH),
+            ("fast", f"http://127.0.0.1:{fast_port}/api/v1/assign", lit.p.pid, AUTH),
+        ]
+        for _, url, _, hdrs in variants:  # warm up each once
+            wrk(url, BODY, 1, headers=hdrs)
+        rps: dict[str, list[float]] = {v[0]: [] for v in variants}
+        cpu: dict[str, list[float]] = {v[0]: [] for v in variants}
+        p99: dict[str, list[float]] = {"bare": [], "main": [], "fast": []}
+        batch: dict[str, list[float]] = {"main": [], "fast": []}
+        ports = {"bare": (bare_port, "/assign", {}), "main": (main_port, "/api/v1/assign", AUTH),
+                 "fast": (fast_port, "/api/v1/assign", AUTH)}
+        for r in range(args.rounds):
+            order = variants[r % 4:] + variants[:r % 4]
+            for name, url, pid, hdrs in order:
+                c0 = cpu_s(pid)
+                res = wrk(url, BODY, args.seconds, headers=hdrs)
+                c1 = cpu_s(pid)
+                if res["non_2xx"]:
+                    raise RuntimeError(f"{name}: {res['non_2xx']:.0f} non-2xx answers")
+                rps[name].append(res["rps"])
+                cpu[name].append((c1 - c0) / res["n"] * 1e6)
+            for name in ("fast", "main") if r % 2 else ("main", "fast"):
+                port = fast_port if name == "fast" else main_port
+                res = wrk(f"http://127.0.0.1:{port}/api/v1/assign/batch", BATCH, args.seconds,
+                          connections=4, headers=AUTH)
+                batch[name].append(res["rps"] * 1000)
+            for name in ("bare", "main", "fast"):
+                port, path, hdrs = ports[name]
+                p99[name].append(paced_p99(port, path, BODY, hdrs, args.rate, args.paced_seconds))
+            print(f"  round {r + 1}/{args.rounds}: " + "  ".join(
+                f"{n} {rps[n][-1]:.0f}/s {cpu[n][-1]:.1f}us" for n in rps), flush=True)
+        core = [core_loop_rate() for _ in range(3)]
+    finally:
+        if lit is not None:
+            lit.stop()
+        bare.stop()
+        raw.stop()
+        tmp.cleanup()
+    print(f"== fast lane benchmark: {args.rounds} interleaved rounds of {args.seconds:g} s, "
+          "server on core 0, wrk on core 1; median [min-max]")
+    labels = {"raw": "raw uvloop fixed response", "bare": "bare aiohttp handler",
+              "main": "POST /api/v1/assign (main)", "fast": "POST /api/v1/assign (fast lane)"}
+    for n in rps:
+        print(f"http  {labels[n]:<32} {spread(rps[n]):>22} req/s   "
+              f"{spread(cpu[n], '{:.1f}'):>20} us CPU/request")
+    med = {n: statistics.median(rps[n]) for n in rps}
+    cmed = {n: statistics.median(cpu[n]) for n in cpu}
+    per_round = {f"{a}/{b}": [x / y for x, y in zip(rps[a], rps[b], strict=True)]
+                 for a, b in (("main", "bare"), ("fast", "raw"), ("fast", "main"))}
+    cpu_round = [x / y for x, y in zip(cpu["fast"], cpu["raw"], strict=True)]
+    print(f"ratio main/bare req/s   {spread(per_round['main/bare'], '{:.2f}')}   (goal >= 0.9)")
+    print(f"ratio fast/raw req/s    {spread(per_round['fast/raw'], '{:.2f}')}   (goal >= 0.55)")
+    print(f"ratio fast/raw CPU      {spread(cpu_round, '{:.2f}')}   (goal <= 1.8)")
+    print(f"ratio fast/main req/s   {spread(per_round['fast/main'], '{:.2f}')}")
+    print(f"medians: main/bare {med['main'] / med['bare']:.2f}  fast/raw {med['fast'] / med['raw']:.2f}"
+          f"  fast/raw CPU {cmed['fast'] / cmed['raw']:.2f}")
+    for n in p99:
+        print(f"p99 at {args.rate:.0f} req/s  {labels[n]:<32} {spread(p99[n], '{:.2f}')} ms")
+    print(f"ratio fast/bare p99     {spread([f / b for f, b in zip(p99['fast'], p99['bare'], strict=True)], '{:.2f}')}"
+          "   (goal <= 1)")
+    core_rate = max(core)
+    print(f"batch in-process core loop (1000 units) {core_rate:,.0f} assignments/s  (baseline)")
+    for n in ("main", "fast"):
+        ratios = [b / core_rate for b in batch[n]]
+        print(f"batch of 1000 via {n:<5} {spread(batch[n])} assignments/s   ratio "
+              f"{spread(ratios, '{:.2f}')}" + ("   (goal >= 0.45)" if n == "fast" else ""))
+    print(f"(took {time.monotonic() - started:.0f} s; load average {os.getloadavg()[0]:.2f})")
+
+
+if __name__ == "__main__":
+    main()

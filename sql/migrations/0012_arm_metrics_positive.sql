@@ -1,0 +1,11 @@
+-- Per arm and metric, the units whose total is above 0. A binary bandit's success is a unit that
+-- converted (README, "How it works, briefly"): counting every unit with a reward event as a success made 0/1
+-- rewards (an event for every unit, 0 for a failure) count every unit as a success. The fold
+-- keeps this count like the other sums, from the per-unit totals it already holds
+-- (litmus/core/unitfold.py); nothing new is checkpointed.
+--
+-- Rows folded before this migration, and rows folded by a leader of the previous version during
+-- a rolling upgrade (its folds leave this column alone), are recounted from the per-unit state
+-- by the first fold of this version (fold version 3, litmus/services/fold.py), through the
+-- fold_version marker of 0009.
+ALTER TABLE arm_metrics ADD COLUMN positive bigint NOT NULL DEFAULT 0;

@@ -1,0 +1,215 @@
+"""HTTP edge cases against the fast lane over raw sockets: pipelining, split packets, oversized
+heads, slow clients, bad chunked encoding, HTTP/1.0, Connection: close, Expect: 100-continue,
+the body limit and the drain. Each must end in an answer or a close, never a hang, and the
+server must go on serving."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+
+from litmus.api.fastlane import FastLane, start_fast_lane
+from litmus.app import create_app
+from litmus.keys import DRAIN
+from tests.api.test_fastlane import parse_all, pipelined, raw, request
+from tests.conftest import CLIENT, CLIENT_SECRET, launched, make_settings
+
+LIMIT = 4096
+AUTH = f"Authorization: Bearer {CLIENT_SECRET}\r\n".encode()
+
+
+@pytest.fixture
+async def small(database_url: str, tmp_path: Path, aiohttp_client: Any) -> TestClient:
+    """An app with short timeouts and a small body limit."""
+    settings = make_settings(database_url, tmp_path, idle_timeout_s=0.5, body_timeout_s=0.5,
+                             max_body_bytes=LIMIT)
+    client: TestClient = await aiohttp_client(create_app(settings))
+    await launched(client, "plain")
+    return client
+
+
+@pytest.fixture
+async def lane(small: TestClient) -> AsyncIterator[FastLane]:
+    """The small app's fast lane."""
+    fast = await start_fast_lane(small.app, "127.0.0.1", 0, main_port=small.server.port or 0)
+    yield fast
+    await fast.close()
+
+
+def assign_req(unit: str, extra: bytes = b"", version: bytes = b"1.1") -> bytes:
+    body = orjson.dumps({"experiment": "plain", "unit_id": unit})
+    return (b"POST /api/v1/assign HTTP/" + version + b"\r\nHost: t\r\n" + AUTH + extra
+            + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+async def still_serving(lane: FastLane) -> None:
+    [a] = await pipelined(lane.port, [assign_req("after")])
+    assert a.status == 200 and orjson.loads(a.body)["unit_id"] == "after"
+
+
+async def test_pipelined_requests_are_answered_in_order(lane: FastLane) -> None:
+    answers = await pipelined(lane.port, [assign_req(f"u{i}") for i in range(200)])
+    assert [orjson.loads(a.body)["unit_id"] for a in answers] == [f"u{i}" for i in range(200)]
+    assert all(a.status == 200 and a.headers["connection"] == "keep-alive" for a in answers)
+
+
+async def test_a_request_split_into_tiny_packets_is_answered(lane: FastLane) -> None:
+    data = assign_req("split")
+    pieces = [(0.002, data[i:i + 3]) for i in range(3, len(data), 3)]
+    got, _ = await raw(lane.port, data[:3], then=pieces, wait_s=1.0)
+    [a] = parse_all(got)
+    assert a.status == 200 and orjson.loads(a.body)["unit_id"] == "split"
+
+
+@pytest.mark.parametrize("head", [
+    b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n",
+    b"GET /healthz?" + b"q" * 9000 + b" HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(4000)) + b"\r\n",
+])
+async def test_an_oversized_head_is_refused_and_closed(lane: FastLane, head: bytes) -> None:
+    got, closed = await raw(lane.port, head)
+    assert closed
+    [a] = parse_all(got)
+    assert a.status == 431 and b"request_header_fields_too_large" in a.body
+    await still_serving(lane)
+
+
+async def test_an_endless_head_is_cut_off(lane: FastLane) -> None:
+    pieces = [(0.0, b"X-More: " + b"b" * 30_000 + b"\r\n") for _ in range(5)]
+    got, closed = await raw(lane.port, b"GET /healthz HTTP/1.1\r\n", then=pieces)
+    assert closed and parse_all(got)[0].status == 431
+
+
+async def test_slowloris_heads_and_idle_connections_are_closed(lane: FastLane) -> None:
+    # One byte every 0.2 s: never a complete head; the idle timeout (0.5 s) closes it.
+    slow = [(0.2, b"X") for _ in range(20)]
+    got, closed = await raw(lane.port, b"GET /healthz HTTP/1.1\r\nX-Slow: ", then=slow, wait_s=3)
+    assert closed and got == b""
+    got, closed = await raw(lane.port, b"", wait_s=3)
+    assert closed and got == b""
+    await still_serving(lane)
+
+
+async def test_a_body_that_does_not_arrive_gets_408(lane: FastLane, small: TestClient) -> None:
+    head = b"POST /api/v1/assign HTTP/1.1\r\nHost: t\r\n" + AUTH + b"Content-Length: 100\r\n\r\n{"
+    fast, fast_closed = await raw(lane.port, head, wait_s=3)
+    main, main_closed = await raw(small.server.port or 0, head, wait_s=3)
+    assert fast_closed and main_closed
+    [a], [b] = parse_all(fast), parse_all(main)
+    assert a.status == b.status == 408 and a.body == b.body
+
+
+async def test_bad_chunked_encoding_is_400_and_closed(lane: FastLane) -> None:
+    head = b"POST /api/v1/assign HTTP/1.1\r\nHost: t\r\n" + AUTH + b"Transfer-Encoding: chunked\r\n\r\n"
+    got, closed = await raw(lane.port, head + b"zz\r\nxx\r\n0\r\n\r\n")
+    assert closed and parse_all(got)[0].status == 400
+    body = orjson.dumps({"experiment": "plain", "unit_id": "chunky"})
+    good = head + b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
+    [a] = await pipelined(lane.port, [good])
+    assert a.status == 200 and orjson.loads(a.body)["unit_id"] == "chunky"
+
+
+async def test_malformed_request_lines_are_400_and_closed(lane: FastLane) -> None:
+    for junk in (b"HELLO\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n", b"\x00\x01\x02 / HTTP/1.1\r\n\r\n",
+                 b"GET /healthz HTTP/1.1\r\nBad Header\r\n\r\n",
+                 b"POST /api/v1/assign HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"):
+        got, closed = await raw(lane.port, junk)
+        assert closed, junk
+        [a] = parse_all(got)
+        assert a.status == 400 and orjson.loads(a.body)["error"]["code"] == "bad_request", junk
+    await still_serving(lane)
+
+
+async def test_http_10_closes_unless_asked_to_keep_alive(lane: FastLane) -> None:
+    got, closed = await raw(lane.port, assign_req("old", version=b"1.0"))
+    assert closed and parse_all(got)[0].status == 200
+    got, closed = await raw(lane.port, assign_req("kept", b"Connection: keep-alive\r\n", b"1.0"),
+                            wait_s=0.3)
+    assert not closed
+    [a] = parse_all(got)
+    assert a.status == 200 and a.headers["connection"] == "keep-alive"
+
+
+async def test_connection_close_is_honoured(lane: FastLane) -> None:
+    got, closed = await raw(lane.port, assign_req("bye", b"Connection: close\r\n")
+                            + assign_req("never"))
+    assert closed
+    [a] = parse_all(got)
+    assert a.headers["connection"] == "close" and orjson.loads(a.body)["unit_id"] == "bye"
+
+
+async def test_expect_100_continue(lane: FastLane) -> None:
+    body = orjson.dumps({"experiment": "plain", "unit_id": "patient"})
+    head = (b"POST /api/v1/assign HTTP/1.1\r\nHost: t\r\n" + AUTH + b"Expect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    got, _ = await raw(lane.port, head, then=[(0.2, body)], wait_s=0.5)
+    assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
+    assert b'"unit_id":"patient"' in got
+    # Too large: refused at once, without the 100 and without reading the body.
+    head = (b"POST /api/v1/assign HTTP/1.1\r\nHost: t\r\n" + AUTH + b"Expect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % (LIMIT + 1))
+    got, closed = await raw(lane.port, head)
+    assert closed and got.startswith(b"HTTP/1.1 413 ")
+
+
+async def test_the_body_limit(lane: FastLane, small: TestClient) -> None:
+    big = b'{"experiment":"plain","unit_id":"' + b"x" * LIMIT + b'"}'
+    declared = b"POST /api/v1/assign HTTP/1.1\r\nHost: t\r\n" + AUTH + b"Content-Length: %d\r\n\r\n" % len(big)
+    fast, closed = await raw(lane.port, declared)
+    main, _ = await raw(small.server.port or 0, declared)
+    assert closed
+    [a], [b] = parse_all(fast), parse_all(main)
+    assert (a.status, a.body) == (b.status, b.body) and a.status == 413
+    chunked = (b"POST /api/v1/assign HTTP/1.1\r\nHost: t\r\n" + AUTH
+               + b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n%b\r\n0\r\n\r\n" % (len(big), big))
+    got, closed = await raw(lane.port, chunked)
+    assert closed and parse_all(got)[0].status == 413
+    await still_serving(lane)
+
+
+async def test_an_upgrade_request_is_answered_then_closed(lane: FastLane) -> None:
+    got, closed = await raw(lane.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\n"
+                            b"Upgrade: websocket\r\n\r\n")
+    assert closed and len(parse_all(got)) <= 1
+
+
+async def test_other_routes_get_a_404_naming_the_main_port(lane: FastLane, small: TestClient) -> None:
+    [a, b] = await pipelined(lane.port, [request("GET", "/api/v1/experiments", None, CLIENT),
+                                         request("GET", "/metrics")])
+    for ans in (a, b):
+        err = orjson.loads(ans.body)["error"]
+        assert ans.status == 404 and err["main_port"] == small.server.port
+        assert str(small.server.port) in err["message"]
+
+
+async def test_a_client_that_does_not_read_its_answers_does_not_grow_the_server(lane: FastLane) -> None:
+    _reader, writer = await asyncio.open_connection("127.0.0.1", lane.port)
+    try:
+        many = assign_req("flood") * 2000
+        for _ in range(250):
+            writer.write(many)
+            try:
+                await asyncio.wait_for(writer.drain(), 0.5)
+            except TimeoutError:
+                break  # the server stopped reading: what it has not answered stays unread
+        else:
+            pytest.fail("the server kept reading a client that never read its answers")
+    finally:
+        writer.transport.abort()
+    await still_serving(lane)
+
+
+async def test_while_draining_answers_are_503_and_close(lane: FastLane, small: TestClient) -> None:
+    small.app[DRAIN].begin()
+    fast, fast_closed = await raw(lane.port, assign_req("late"))
+    main, main_closed = await raw(small.server.port or 0, assign_req("late"))
+    assert fast_closed and main_closed
+    [a], [b] = parse_all(fast), parse_all(main)
+    assert (a.status, a.body) == (b.status, b.body) and a.status == 503
+    assert a.headers["retry-after"] == b.headers["retry-after"]

@@ -1,0 +1,208 @@
+// Guardrails in the UI: the banner of a tripped guardrail (results and detail pages), the card
+// with each guardrail's state and interval, a short label for the detail page, and the editor
+// of the settings screen (metric, margin, action per row; server errors at
+// metrics.guardrails[<i>].<key> next to the control they name).
+
+import { alertBox, h, nextId } from './dom.js';
+import { int, interval, signedPct, time } from './format.js';
+
+export const ACTIONS = [
+  ['alert', 'Alert only'],
+  ['pause', 'Pause the experiment'],
+  ['rollback', 'Roll back to control (stop)'],
+];
+const isNum = (x) => typeof x === 'number' && Number.isFinite(x);
+
+/** A stored guardrail in its object form (an older experiment may hold a bare metric name). */
+export function readGuardrail(g) {
+  if (typeof g === 'string') return { metric: g, margin: 0, action: 'alert' };
+  return { metric: g.metric, margin: isNum(g.margin) ? g.margin : 0, action: g.action || 'alert' };
+}
+
+/** Every guardrail of an experiment's `metrics`, as objects. */
+export function readGuardrails(metrics) {
+  return ((metrics && metrics.guardrails) || []).map(readGuardrail);
+}
+
+/** "errors (pause)", "latency_ms (rollback above +20%)", "cost_usd (alert)". */
+export function guardrailLabel(g) {
+  const r = readGuardrail(g);
+  return r.margin ? `${r.metric} (${r.action} above ${signedPct(r.margin, 0)})` : `${r.metric} (${r.action})`;
+}
+
+/** The alert to show at the top of a page when a guardrail tripped, else null. */
+export function guardrailBanner(snap) {
+  const tripped = ((snap && snap.guardrails) || []).filter((g) => g.status === 'tripped');
+  if (!tripped.length) return null;
+  const acted = tripped.some((g) => g.action !== 'alert');
+  return h('div', { 'data-testid': 'guardrail-banner' },
+    alertBox(acted ? 'error' : 'warning',
+      ...tripped.map((g) => h('p', { 'data-testid': 'guardrail-tripped', 'data-metric': g.metric, 'data-treatment': g.treatment },
+        h('strong', null, g.message || `Guardrail ${g.metric} of ${g.treatment} tripped`))),
+      acted ? h('p', null, 'Fix or drop the model, then resume with Launch (a rolled-back experiment is stopped for good). The trip stays recorded; changing or removing the guardrail arms it again.') : null));
+}
+
+/** A card with every guardrail's state per treatment: harm now, its anytime interval, units. */
+export function guardrailCard(snap) {
+  const rows = (snap && snap.guardrails) || [];
+  if (!rows.length) return null;
+  const word = (g) => (g.direction === 'decrease' ? 'rise' : 'fall');
+  const body = rows.map((g) => h('tr', { 'data-testid': 'guardrail-row', 'data-metric': g.metric, 'data-treatment': g.treatment, 'data-status': g.status },
+    h('th', { scope: 'row', class: 'mono' }, g.metric, g.stat && g.stat !== 'mean' ? ` (${g.stat})` : ''),
+    h('td', null, g.treatment),
+    h('td', null, g.action, g.margin ? ` above ${signedPct(g.margin, 0)}` : ''),
+    h('td', { class: 'num' }, g.harm === null || g.harm === undefined ? '—' : `${signedPct(g.harm)} ${word(g)}`),
+    h('td', { class: 'num' }, interval(g.interval, (x) => signedPct(x))),
+    h('td', { class: 'num' }, `${int(g.n && g.n.control)} / ${int(g.n && g.n.treatment)}`),
+    h('td', null, g.status === 'tripped'
+      ? h('strong', null, `tripped at ${time(g.tripped_at)}`)
+      : (g.ready ? 'ok' : `ok (waiting for ${int(g.min_units)} per arm)`))));
+  return h('section', { class: 'card', 'aria-labelledby': 'sec-guardrails', 'data-testid': 'guardrails' },
+    h('h2', { id: 'sec-guardrails' }, 'Guardrails'),
+    h('p', { class: 'hint' }, 'Harm: the treatment\u2019s relative change in the metric\u2019s bad direction against control. A guardrail trips when the low end of its anytime-valid interval is above the margin, once both arms have enough data; checking at every recompute does not add false alarms.'),
+    h('div', { class: 'table-wrap' },
+      h('table', { class: 'table' },
+        h('thead', null, h('tr', null, ['Metric', 'Treatment', 'Action', 'Harm now', 'Interval', 'Units (control / treatment)', 'State'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', null, body))));
+}
+
+/**
+ * The settings editor: one row per guardrail. `definitions()` (optional) returns the metric
+ * definitions currently in the form, so a row can say when its metric has no direction yet.
+ * -> {el, value(), names(), problems(), clearErrors(), setServerError(path, msg)}
+ */
+export function createGuardrailsEditor({ metrics, readOnly = false, onChange = () => {}, definitions = () => ({}) }) {
+  const rows = [];
+  const list = h('div', { class: 'def-rows', 'data-testid': 'guardrail-rows' });
+  const empty = h('p', { class: 'muted', 'data-testid': 'no-guardrails' }, 'No guardrails.');
+  const addBtn = h('button', { type: 'button', class: 'btn', 'data-testid': 'add-guardrail', hidden: readOnly }, '+ Add guardrail');
+  const editorErr = h('p', { class: 'field-error', 'data-error-for': 'metrics.guardrails', hidden: true });
+
+  function renumber() {
+    rows.forEach((r, i) => {
+      r.el.setAttribute('aria-label', `Guardrail ${i + 1}`);
+      r.remove.setAttribute('aria-label', `Remove guardrail ${i + 1}`);
+    });
+    empty.hidden = rows.length > 0;
+  }
+
+  function hintFor(row) {
+    const n = row.metric.value.trim();
+    const d = n ? (definitions() || {})[n] : null;
+    row.dirHint.hidden = !n || !!(d && d.direction);
+    row.dirHint.textContent = n ? `${n} has no definition, so higher is read as better: a fall is the harm. For errors, latency or cost, define it with "Lower is better".` : '';
+  }
+
+  function makeRow(g) {
+    const ids = { m: nextId('gr'), g: nextId('gr'), a: nextId('gr') };
+    const metric = h('input', { type: 'text', id: ids.m, value: g.metric || '', class: 'mono', placeholder: 'error_rate', autocomplete: 'off', spellcheck: 'false', readOnly, 'data-testid': 'guardrail-metric' });
+    const margin = h('input', { type: 'number', id: ids.g, step: 'any', min: 0, value: String(Math.round((g.margin || 0) * 1e6) / 1e4), readOnly, 'data-testid': 'guardrail-margin' });
+    const action = h('select', { id: ids.a, disabled: readOnly, 'data-testid': 'guardrail-action' },
+      ACTIONS.map(([v, label]) => h('option', { value: v, selected: (g.action || 'alert') === v }, label)));
+    const remove = h('button', { type: 'button', class: 'btn btn-ghost btn-small btn-danger', hidden: readOnly, 'data-testid': 'remove-guardrail' }, 'Remove');
+    const cell = (id, label, control, key, hint) => {
+      const err = h('p', { class: 'field-error', id: `${id}-error`, hidden: true });
+      control.setAttribute('aria-describedby', [hint ? `${id}-hint` : null, `${id}-error`].filter(Boolean).join(' '));
+      const el = h('div', { class: 'vcell', 'data-key': key }, h('label', { for: id }, label), control,
+        hint ? h('p', { class: 'hint', id: `${id}-hint` }, hint) : null, err);
+      return { el, control, err };
+    };
+    const cells = {
+      metric: cell(ids.m, 'Metric', metric, 'metric'),
+      margin: cell(ids.g, 'Margin (%)', margin, 'margin', 'Trip only when the harm is surely above this.'),
+      action: cell(ids.a, 'When it trips', action, 'action'),
+    };
+    const dirHint = h('p', { class: 'hint row-hint', 'data-testid': 'guardrail-direction-hint', hidden: true });
+    const rowErr = h('p', { class: 'field-error row-error', hidden: true });
+    const el = h('div', { class: 'def-row', role: 'group', 'data-testid': 'guardrail-row-editor' },
+      cells.metric.el, cells.margin.el, cells.action.el, h('div', { class: 'vcell vcell-remove' }, remove), dirHint, rowErr);
+    const row = { el, metric, margin, action, cells, rowErr, remove, dirHint };
+    for (const c of [metric, margin, action]) {
+      c.addEventListener(c.tagName === 'SELECT' ? 'change' : 'input', () => { clearRow(row); hintFor(row); onChange(); });
+    }
+    remove.addEventListener('click', () => {
+      const i = rows.indexOf(row);
+      rows.splice(i, 1);
+      el.remove();
+      renumber();
+      onChange();
+      (rows[Math.min(i, rows.length - 1)]?.metric || addBtn).focus();
+    });
+    hintFor(row);
+    return row;
+  }
+
+  function showError(c, msg) {
+    c.err.textContent = msg || '';
+    c.err.hidden = !msg;
+    if (msg) c.control.setAttribute('aria-invalid', 'true'); else c.control.removeAttribute('aria-invalid');
+  }
+
+  function clearRow(r) {
+    for (const c of Object.values(r.cells)) showError(c, '');
+    r.rowErr.hidden = true;
+    r.rowErr.textContent = '';
+    r.el.classList.remove('has-error');
+  }
+
+  function setCell(r, key, msg) {
+    const c = r.cells[key];
+    if (c) showError(c, msg);
+    else { r.rowErr.textContent = `${key}: ${msg}`; r.rowErr.hidden = false; }
+    r.el.classList.add('has-error');
+    return c ? c.control : r.metric;
+  }
+
+  function add(g) {
+    const row = makeRow(g);
+    rows.push(row);
+    list.appendChild(row.el);
+    renumber();
+    return row;
+  }
+  for (const g of readGuardrails(metrics)) add(g);
+  renumber();
+  addBtn.addEventListener('click', () => { add({ metric: '', margin: 0, action: 'pause' }).metric.focus(); onChange(); });
+
+  return {
+    el: h('div', { class: 'guardrails-editor', 'data-testid': 'guardrails-editor' }, empty, list, editorErr, h('div', { class: 'variant-toolbar' }, addBtn)),
+    names() { return rows.map((r) => r.metric.value.trim()).filter(Boolean); },
+    /** Re-read the definitions (call when they change) to update the direction hints. */
+    refresh() { for (const r of rows) hintFor(r); },
+    clearErrors() {
+      for (const r of rows) clearRow(r);
+      editorErr.hidden = true;
+    },
+    /** Client-side checks: a metric on every row, none twice, a margin of at least 0. */
+    problems() {
+      const out = [];
+      const seen = new Set();
+      for (const r of rows) {
+        const n = r.metric.value.trim();
+        if (!n) out.push(setCell(r, 'metric', 'Enter the metric this guardrail watches (or remove the row)'));
+        else if (seen.has(n)) out.push(setCell(r, 'metric', `"${n}" has two guardrails`));
+        seen.add(n);
+        const m = r.margin.value.trim() === '' ? 0 : Number(r.margin.value);
+        if (!Number.isFinite(m) || m < 0) out.push(setCell(r, 'margin', 'A margin is a percentage of at least 0'));
+      }
+      return out;
+    },
+    value() {
+      return rows.filter((r) => r.metric.value.trim()).map((r) => {
+        const t = r.margin.value.trim();
+        const pctValue = t === '' ? 0 : Number(t);
+        return { metric: r.metric.value.trim(), margin: Number.isFinite(pctValue) ? pctValue / 100 : t, action: r.action.value };
+      });
+    },
+    /** metrics.guardrails[<i>].<key> (or metrics.guardrails) -> the message next to that control. */
+    setServerError(path, msg) {
+      const m = /^metrics\.guardrails(?:\[(\d+)\](?:\.(\w+))?)?$/.exec(path);
+      if (!m) return null;
+      if (m[1] === undefined) { editorErr.textContent = msg; editorErr.hidden = false; return rows[0]?.metric || addBtn; }
+      const named = rows.filter((r) => r.metric.value.trim());
+      const r = named[Number(m[1])];
+      if (!r) { editorErr.textContent = msg; editorErr.hidden = false; return addBtn; }
+      return setCell(r, m[2] || 'metric', msg);
+    },
+  };
+}
