@@ -111,6 +111,18 @@ SELECT t, weights, p_best FROM (
     SELECT t, weights, p_best FROM bandit_history WHERE experiment_id = $1 ORDER BY t DESC LIMIT $2
 ) h ORDER BY t;
 
+-- name: lift_history_put
+INSERT INTO lift_history (experiment_id, bucket, computed_at, rows) VALUES ($1, $2, $3, $4)
+ON CONFLICT (experiment_id, bucket) DO UPDATE SET
+    computed_at = EXCLUDED.computed_at, rows = EXCLUDED.rows
+WHERE lift_history.computed_at <= EXCLUDED.computed_at;
+
+-- name: lift_history_get
+SELECT computed_at, rows FROM (
+    SELECT computed_at, rows FROM lift_history WHERE experiment_id = $1
+    ORDER BY computed_at DESC LIMIT $2
+) h ORDER BY computed_at;
+
 -- name: arm_positive
 -- Per arm, the units whose total of this metric is above 0: a binary bandit's successes (0012).
 SELECT variant, positive FROM arm_metrics

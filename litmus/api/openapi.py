@@ -141,6 +141,8 @@ OPERATIONS: dict[str, Op] = {
                                errors=_EVENT_ERRORS, tag="events"),
     "results.get": Op(answers={200: Answer("The latest snapshot", m.Results)}, errors=(404,),
                       tag="results"),
+    "results.history": Op(answers={200: Answer("Lift over time", m.LiftHistory)},
+                          errors=(404,), tag="results"),
     "results.csv": Op(answers={200: Answer("The lift table", str, media="text/csv")},
                       errors=(404,), tag="results"),
     "results.counterfactual": Op(

@@ -299,6 +299,22 @@ class Results(BaseModel):
     bandit: dict[str, Any] | None = None
 
 
+class LiftPoint(BaseModel):
+    """One recompute's lift rows: metric, control, treatment, units, abs and relative lift with
+    their intervals, the anytime interval and its running intersection, significance."""
+
+    t: str
+    rows: list[dict[str, Any]]
+
+
+class LiftHistory(Closed):
+    """Lift over time, oldest point first (one per timeline bucket, at most 500)."""
+
+    experiment_id: str
+    experiment_key: str
+    points: list[LiftPoint]
+
+
 class EstimateOut(BaseModel):
     """One estimator's value with its standard error, 95% interval and anytime interval."""
 

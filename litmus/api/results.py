@@ -42,6 +42,16 @@ async def results(request: web.Request) -> web.Response:
     return json_response(await _snapshot(request))
 
 
+@routes.get("/api/v1/experiments/{id}/results/history", name="results.history")
+async def results_history(request: web.Request) -> web.Response:
+    """Lift over time: per timeline bucket, each lift row's estimate and intervals as the
+    recompute saw them (the latest 500 points, oldest first; none before the first snapshot)."""
+    pool = request.app[POOL]
+    exp = await db_experiments.require(pool, request.match_info["id"])
+    return json_response({"experiment_id": exp.id, "experiment_key": exp.key,
+                          "points": await db.lift_history(pool, exp.id)})
+
+
 @routes.get("/api/v1/experiments/{id}/results.csv", name="results.csv")
 async def results_csv(request: web.Request) -> web.Response:
     """The lift table as CSV."""

@@ -478,6 +478,20 @@ def _csv_cell(value: Any) -> str:
     return "'" + s if s[:1] in ("=", "+", "-", "@", "\t", "\r") else s
 
 
+HISTORY_FIELDS = ("metric", "control", "treatment", "control_units", "treatment_units",
+                  "abs_lift", "abs_ci", "rel_lift", "rel_ci", "anytime_abs_ci",
+                  "anytime_abs_ci_running", "significant")
+
+
+def lift_point(snapshot: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """What the lift history keeps of a snapshot: per lift row its estimate and intervals
+    (README, "Reading the results": lift over time). Empty while no row has an estimate."""
+    rows = [{k: row.get(k) for k in HISTORY_FIELDS} for row in snapshot.get("lift") or ()]
+    if all(r["abs_lift"] is None and r["rel_lift"] is None for r in rows):
+        return []
+    return rows
+
+
 def lift_csv(snapshot: Mapping[str, Any]) -> str:
     """The snapshot's lift table as CSV: one row per (metric, treatment), intervals as _lo/_hi."""
     buf = io.StringIO()

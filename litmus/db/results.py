@@ -131,6 +131,20 @@ async def bandit_history(conn: Connection, exp_id: str, limit: int = 500) -> lis
     return [{"t": iso(r["t"]), "weights": r["weights"], "p_best": r["p_best"]} for r in rows]
 
 
+async def save_lift_point(conn: Connection, exp_id: str, bucket: datetime, computed_at: datetime,
+                          rows: list[dict[str, Any]]) -> None:
+    """Store this recompute's lift rows as the history point of its timeline bucket (a later
+    recompute in the same bucket replaces it; an older one never does)."""
+    await conn.execute(q("lift_history_put"), uuid.UUID(exp_id), bucket, computed_at, rows)
+
+
+async def lift_history(conn: Pool | Connection, exp_id: str,
+                       limit: int = 500) -> list[dict[str, Any]]:
+    """The latest `limit` history points, oldest first: {"t", "rows"}."""
+    found = await conn.fetch(q("lift_history_get"), uuid.UUID(exp_id), limit)
+    return [{"t": iso(r["computed_at"]), "rows": r["rows"]} for r in found]
+
+
 EXPORT_CHUNK_ROWS = 5000
 
 

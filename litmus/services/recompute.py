@@ -27,7 +27,7 @@ from litmus.core.models import (
     objective_to_dict,
 )
 from litmus.core.quantiles import Sketch
-from litmus.core.snapshot import MetricAgg, build_results, metric_estimate
+from litmus.core.snapshot import MetricAgg, build_results, lift_point, metric_estimate
 from litmus.core.times import iso
 from litmus.core.unitfold import HOURLY_SLOT_S, SLOT_S
 from litmus.db import experiments as db_experiments
@@ -62,6 +62,13 @@ def timeline_bucket(start: datetime, now: datetime) -> timedelta:
 
     fine = whole(SLOT_S)
     return timedelta(seconds=fine if fine < HOURLY_SLOT_S else whole(HOURLY_SLOT_S))
+
+
+def history_bucket(now: datetime, bucket: timedelta) -> datetime:
+    """The start of the timeline bucket holding `now` (on the SLOT_ORIGIN grid)."""
+    size = bucket.total_seconds()
+    return SLOT_ORIGIN + timedelta(
+        seconds=size * math.floor((now - SLOT_ORIGIN).total_seconds() / size))
 
 
 def _filled(points: dict[datetime, dict[str, Any]], bucket: timedelta,
@@ -233,6 +240,10 @@ class Recompute:
         await self.guardrails.apply(conn, exp, res.snapshot, metrics, exposures, sketches, now)
         anytime = {f"{m}/{t}": p for (m, t), p in res.anytime_p.items()}
         await db.save_snapshot(conn, exp.id, now, res.snapshot, anytime)
+        lift_rows = lift_point(res.snapshot)
+        if lift_rows:
+            # Lift over time: one point per timeline bucket, the bucket's latest estimate.
+            await db.save_lift_point(conn, exp.id, history_bucket(now, bucket), now, lift_rows)
 
     def _by_definition(self, exp: Experiment,
                        metrics: dict[str, dict[str, MetricAgg]]) -> dict[str, dict[str, Sketch]]:

@@ -350,6 +350,8 @@ async def test_real_answers_conform_to_the_document(client: TestClient) -> None:
     await _call(c, seen, "results.get", "GET", f"/api/v1/experiments/{eid}/results", headers=ADMIN)
     await _call(c, seen, "results.csv", "GET", f"/api/v1/experiments/{eid}/results.csv",
                 headers=ADMIN)
+    await _call(c, seen, "results.history", "GET",
+                f"/api/v1/experiments/{eid}/results/history", headers=ADMIN)
     await _call(c, seen, "experiments.pause", "POST", f"/api/v1/experiments/{eid}/pause",
                 headers=ADMIN)
     await _call(c, seen, "experiments.stop", "POST", f"/api/v1/experiments/{eid}/stop",
@@ -377,7 +379,8 @@ async def test_real_answers_conform_to_the_document(client: TestClient) -> None:
                           ("experiments.patch", 409), ("experiments.delete", 204),
                           ("client.assign", 404), ("client.assign", 401),
                           ("client.assign.batch", 413), ("results.get", 200),
-                          ("results.csv", 200), ("client.events.exposure", 202)]:
+                          ("results.csv", 200), ("results.history", 200),
+                          ("client.events.exposure", 202)]:
         assert (route, status) in seen, (route, status)
 
 
