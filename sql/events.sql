@@ -13,6 +13,7 @@ CREATE TEMP TABLE IF NOT EXISTS stage_exposures (
     event_id      text COLLATE "C" NOT NULL,
     probability   double precision,
     covariates    double precision[],
+    attributes    jsonb,
     dedupe        boolean NOT NULL,
     req           int NOT NULL
 ) ON COMMIT DELETE ROWS;
@@ -54,8 +55,9 @@ WITH claimed AS (
                                             WHERE kind = 1)
 ), e AS (
     INSERT INTO exposures (experiment_id, unit_id, variant, ts, event_id, probability,
-                           covariates)
-    SELECT experiment_id, unit_id, variant, ts, event_id, probability, covariates FROM se
+                           covariates, attributes)
+    SELECT experiment_id, unit_id, variant, ts, event_id, probability, covariates, attributes
+    FROM se
 ), m AS (
     INSERT INTO metric_events (experiment_id, unit_id, metric, value, variant, ts, event_id)
     SELECT experiment_id, unit_id, metric, value, variant, ts, event_id FROM sm

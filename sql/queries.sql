@@ -132,6 +132,54 @@ WHERE experiment_id = $1 AND metric = $2 AND variant >= 0;
 -- Bandit updates stored so far: the update number that seeds the next one's Monte Carlo.
 SELECT count(*) FROM bandit_history WHERE experiment_id = $1;
 
+-- name: segment_keys
+-- The attribute names the experiment's exposures carry (README, "Segments"): a scan of its
+-- exposures, read on request only.
+SELECT DISTINCT k AS key FROM exposures, LATERAL jsonb_object_keys(attributes) AS k
+WHERE experiment_id = $1 AND attributes IS NOT NULL ORDER BY 1;
+
+-- name: segment_aggregates
+-- Per segment of attribute $2 and variant, what the recompute's per-arm tables hold for the
+-- whole experiment, from the raw events: each unit's first exposure (earliest ts; of two at
+-- one time the lower event-id hash, as the fold decides) gives its variant and its segment.
+-- The first $3 distinct values (by when their first unit arrived) are segments; later ones
+-- are `other` (other = true); units whose first exposure lacks the attribute have value NULL.
+-- `rank` numbers the tracked values in that order (1 first).
+-- Rows with metric NULL are the exposures (units, events); the others are a metric's units
+-- with events, events, Σ of unit totals and Σ of squared unit totals, each total capped at
+-- the metric's cap ($4 names, $5 caps).
+WITH u AS MATERIALIZED (
+    SELECT unit_id,
+           (array_agg(variant ORDER BY ts, hashtextextended(event_id, 0)))[1] AS variant,
+           (array_agg(attributes ->> $2 ORDER BY ts, hashtextextended(event_id, 0)))[1] AS value,
+           min(ts) AS first_ts, count(*) AS events
+    FROM exposures WHERE experiment_id = $1 GROUP BY unit_id
+), tracked AS (
+    SELECT value, row_number() OVER (ORDER BY min(first_ts), value) AS rank
+    FROM u WHERE value IS NOT NULL
+    GROUP BY value ORDER BY rank LIMIT $3
+), seg AS MATERIALIZED (
+    SELECT u.unit_id, u.variant, u.events, t.value, t.rank,
+           u.value IS NOT NULL AND t.value IS NULL AS other
+    FROM u LEFT JOIN tracked t ON t.value = u.value
+), tot AS (
+    SELECT unit_id, metric, count(*) AS events, sum(value) AS total
+    FROM metric_events WHERE experiment_id = $1 GROUP BY unit_id, metric
+), caps AS (
+    SELECT * FROM unnest($4::text[], $5::float8[]) AS c(metric, cap)
+), capped AS (
+    SELECT s.value, s.rank, s.other, s.variant, t.metric, t.events,
+           least(t.total, coalesce(c.cap, 'Infinity'::float8)) AS total
+    FROM seg s JOIN tot t USING (unit_id) LEFT JOIN caps c USING (metric)
+)
+SELECT value, rank, other, variant, NULL::text AS metric, count(*)::bigint AS units,
+       sum(events)::bigint AS events, 0::float8 AS sum, 0::float8 AS sum_sq
+FROM seg GROUP BY value, rank, other, variant
+UNION ALL
+SELECT value, rank, other, variant, metric, count(*)::bigint, sum(events)::bigint, sum(total),
+       sum(total * total)
+FROM capped GROUP BY value, rank, other, variant, metric;
+
 -- name: units_export
 -- One row per exposed unit: its first exposure (earliest ts; of two at one time the lower
 -- event-id hash, as the fold decides) and its total for one metric (0 without events).

@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 from pydantic_core import PydanticCustomError
 
 from litmus.api.assign import MAX_UNIT_ID
+from litmus.api.attributes import MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES, attributes_text
 from litmus.api.covariates import covariate_row, declared_covariates
 from litmus.api.schemas import SLUG, Number
 from litmus.core.models import Experiment
@@ -83,6 +84,14 @@ COVARIATES_DOC = ("Pre-experiment numbers about the unit, for variance reduction
 Covariates = dict[Annotated[str, StringConstraints(pattern=SLUG)],
                   Annotated[Number, Field(allow_inf_nan=False)]]
 
+ATTRIBUTES_DOC = (f"Segment attributes of the unit: up to {MAX_ATTRIBUTES} names with string "
+                  "values, e.g. {\"country\": \"DE\", \"device\": \"ios\"}, for per-segment "
+                  "results (`GET .../results?segment=country`). A unit's attributes are its "
+                  "first exposure's.")
+Attributes = dict[Annotated[str, StringConstraints(pattern=SLUG)],
+                  Annotated[str, StringConstraints(min_length=1, max_length=MAX_ATTRIBUTE_VALUE,
+                                                   pattern=r"^[^\x00]*$")]]
+
 
 class ExposureEventIn(BaseModel):
     """An exposure: this unit was served this variant of this experiment."""
@@ -97,6 +106,8 @@ class ExposureEventIn(BaseModel):
         default=None, description=PROBABILITY_DOC)
     covariates: Covariates | None = Field(default=None, max_length=MAX_COVARIATES,
                                           description=COVARIATES_DOC)
+    attributes: Attributes | None = Field(default=None, max_length=MAX_ATTRIBUTES,
+                                          description=ATTRIBUTES_DOC)
 
 
 class MetricEventIn(BaseModel):
@@ -128,6 +139,8 @@ class TypedEventIn(BaseModel):
         default=None, description=PROBABILITY_DOC + " Exposures only.")
     covariates: Covariates | None = Field(default=None, max_length=MAX_COVARIATES,
                                           description=COVARIATES_DOC + " Exposures only.")
+    attributes: Attributes | None = Field(default=None, max_length=MAX_ATTRIBUTES,
+                                          description=ATTRIBUTES_DOC + " Exposures only.")
 
 
 class EventsAccepted(BaseModel):
@@ -163,7 +176,7 @@ Lookup = Callable[[str], EntryLike | None]
 
 _ALLOWED = {
     "exposure": frozenset({"experiment", "unit_id", "variant", "ts", "event_id", "probability",
-                           "covariates"}),
+                           "covariates", "attributes"}),
     "metric": frozenset({"experiment", "unit_id", "metric", "value", "variant", "ts", "event_id"}),
     "conversion": frozenset(
         {"type", "experiment", "unit_id", "metric", "value", "variant", "ts", "event_id"}
@@ -380,6 +393,13 @@ def validate_events(
             if why is not None:
                 errs = errs or []
                 errs.append(("covariates", why))
+        attrs: str | None = None
+        raw_attrs = ev.get("attributes") if typ == "exposure" else None
+        if raw_attrs is not None:
+            attrs, why = attributes_text(raw_attrs)
+            if why is not None:
+                errs = errs or []
+                errs.append(("attributes", why))
         # Metric and value.
         metric = "conversion"
         value = 1.0
@@ -425,7 +445,7 @@ def validate_events(
                 eid = server_event_id()
             else:
                 claims.append((uid, EXPOSURE, eid))
-            exposures.append((uid, unit, variant, ts, eid, prob, cov))
+            exposures.append((uid, unit, variant, ts, eid, prob, cov, attrs))
         else:
             if eid is None:
                 eid = server_event_id()

@@ -32,6 +32,7 @@ from litmus.api.schemas import (
     LaunchIn,
     ListQuery,
     PlanIn,
+    ResultsQuery,
     StopIn,
     UnitsQuery,
 )
@@ -139,8 +140,13 @@ OPERATIONS: dict[str, Op] = {
                                errors=_EVENT_ERRORS, tag="events"),
     "client.events.create": Op(body=m.TypedBody, query=m.EventsQuery, answers=_EVENTS_OK,
                                errors=_EVENT_ERRORS, tag="events"),
-    "results.get": Op(answers={200: Answer("The latest snapshot", m.Results)}, errors=(404,),
-                      tag="results"),
+    "results.get": Op(query=ResultsQuery,
+                      answers={200: Answer("The latest snapshot (with `segment`: and each "
+                                           "segment's results)", m.Results)},
+                      errors=(404, 422), tag="results"),
+    "results.segment_keys": Op(answers={200: Answer("Attributes to break results down by",
+                                                    m.SegmentKeys)},
+                               errors=(404,), tag="results"),
     "results.history": Op(answers={200: Answer("Lift over time", m.LiftHistory)},
                           errors=(404,), tag="results"),
     "results.csv": Op(answers={200: Answer("The lift table", str, media="text/csv")},

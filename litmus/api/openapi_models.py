@@ -299,6 +299,13 @@ class Results(BaseModel):
     bandit: dict[str, Any] | None = None
 
 
+class SegmentKeys(Closed):
+    """The exposure attributes seen in this experiment's exposures."""
+
+    experiment_id: str
+    keys: list[str]
+
+
 class LiftPoint(BaseModel):
     """One recompute's lift rows: metric, control, treatment, units, abs and relative lift with
     their intervals, the anytime interval and its running intersection, significance."""

@@ -8,13 +8,14 @@ from typing import Any
 from aiohttp import web
 
 from litmus.api.requests import json_response, parse, read_json
-from litmus.api.schemas import CounterfactualIn, UnitsQuery
+from litmus.api.schemas import CounterfactualIn, ResultsQuery, UnitsQuery
 from litmus.core.counterfactual import Estimate, PropensitySums, logged_value, policy_value
 from litmus.core.snapshot import lift_csv
 from litmus.db import experiments as db_experiments
 from litmus.db import results as db
 from litmus.errors import NotFound, ValidationFailed
 from litmus.keys import POOL, RECOMPUTE
+from litmus.services import segments
 
 WEIGHT_SUM_TOLERANCE = 1e-6
 
@@ -38,8 +39,31 @@ async def _snapshot(request: web.Request) -> dict[str, object]:
 
 @routes.get("/api/v1/experiments/{id}/results", name="results.get")
 async def results(request: web.Request) -> web.Response:
-    """The latest results snapshot; `computed_at` says when it was computed."""
-    return json_response(await _snapshot(request))
+    """The latest results snapshot; `computed_at` says when it was computed. With
+    `?segment=ATTRIBUTE`, also `segments`: the results of each segment of that exposure
+    attribute, read from the raw events now (README, "Segments")."""
+    query = parse(ResultsQuery, dict(request.query))
+    snap = await _snapshot(request)
+    if query.segment is None:
+        return json_response(snap)
+    pool = request.app[POOL]
+    exp = await db_experiments.require(pool, request.match_info["id"])
+    known = await segments.keys(pool, exp)
+    if query.segment not in known:
+        raise ValidationFailed(
+            f"no exposure of {exp.key!r} carries the attribute {query.segment!r} "
+            f"(its exposures carry: {', '.join(known) if known else 'no attributes'})",
+            fields={"segment": "unknown attribute"})
+    return json_response({**snap, "segments": await segments.segment_results(
+        pool, exp, query.segment, snap)})
+
+
+@routes.get("/api/v1/experiments/{id}/results/segments", name="results.segment_keys")
+async def segment_keys(request: web.Request) -> web.Response:
+    """The exposure attributes this experiment's results can be broken down by."""
+    pool = request.app[POOL]
+    exp = await db_experiments.require(pool, request.match_info["id"])
+    return json_response({"experiment_id": exp.id, "keys": await segments.keys(pool, exp)})
 
 
 @routes.get("/api/v1/experiments/{id}/results/history", name="results.history")

@@ -381,6 +381,11 @@ class UnitsQuery(Strict):
     metric: Slug
 
 
+class ResultsQuery(Strict):
+    segment: Slug | None = Field(default=None, description=(
+        "An exposure attribute: add the results of each of its segments (exploratory)"))
+
+
 
 _PLAN_MAX = 1e12
 _Open01 = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False), BeforeValidator(json_number)]

@@ -654,3 +654,38 @@ def _undefined(prev: float | None, reason: str | None) -> Comparison:
         control_mean=math.nan, treatment_mean=math.nan,
         welch=Welch(None, None, None, None, None, reason), relative=Relative(None, None, reason),
         anytime=Anytime(None, prev, None, reason), chance_to_beat=None)
+
+
+REASON_FEW_SEGMENTS = "fewer than 2 segments with an estimate: nothing to compare"
+
+
+@dataclass(frozen=True, slots=True)
+class Heterogeneity:
+    """Cochran's Q test that one effect holds in every segment (docs/STATISTICS.md)."""
+
+    segments: int
+    q: float | None
+    df: int | None
+    p_value: float | None
+    i2: float | None  # share of the spread beyond chance, (Q − df) / Q floored at 0
+    pooled: float | None  # the inverse-variance weighted mean effect
+    reason: str | None = None
+
+
+def cochran_q(estimates: Sequence[float | None], ses: Sequence[float | None]) -> Heterogeneity:
+    """Cochran's Q over per-segment effects with their standard errors: Q = Σ w (e − ē)², w =
+    1/se², ē the w-weighted mean, against chi-square with k − 1 df. Segments whose estimate or
+    se is missing, not finite or se ≤ 0 are left out."""
+    pairs = [(float(e), float(s)) for e, s in zip(estimates, ses, strict=True)
+             if e is not None and s is not None and math.isfinite(e) and math.isfinite(s) and s > 0]
+    k = len(pairs)
+    if k < 2:
+        return Heterogeneity(k, None, None, None, None, None, REASON_FEW_SEGMENTS)
+    e = np.array([p[0] for p in pairs])
+    w = 1.0 / np.array([p[1] for p in pairs]) ** 2
+    pooled = float((w * e).sum() / w.sum())
+    q = float((w * (e - pooled) ** 2).sum())
+    df = k - 1
+    p = float(special.chdtrc(df, q))
+    i2 = max(0.0, (q - df) / q) if q > 0 else 0.0
+    return Heterogeneity(k, q, df, p, i2, pooled)

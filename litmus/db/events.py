@@ -19,11 +19,13 @@ from litmus.db.queries import query
 Micros = tuple[int]
 """A time as (microseconds since 2000-01-01 UTC,): what `connect`'s timestamptz codec sends."""
 EXPOSURE_COLUMNS = ("experiment_id", "unit_id", "variant", "ts", "event_id", "probability",
-                    "covariates")
-ExposureRow = tuple[str, str, int, Micros, str, float | None, list[float | None] | None]
+                    "covariates", "attributes")
+ExposureRow = tuple[str, str, int, Micros, str, float | None, list[float | None] | None,
+                    str | None]
 """(experiment_id, unit_id, variant index, ts, event_id, probability: > 0 given, < 0 its
 negative filled in by the server, None unknown (sql/migrations/0016); covariates by their
-declared position, None for one not sent, or None for none (0017))"""
+declared position, None for one not sent, or None for none (0017); segment attributes as JSON
+object text, or None for none (0019))"""
 METRIC_COLUMNS = ("experiment_id", "unit_id", "metric", "value", "variant", "ts", "event_id")
 MetricRow = tuple[str, str, str, float, int | None, Micros, str]
 """(experiment_id, unit_id, metric, value, variant index | None, ts, event_id)"""

@@ -145,6 +145,35 @@ async def lift_history(conn: Pool | Connection, exp_id: str,
     return [{"t": iso(r["computed_at"]), "rows": r["rows"]} for r in found]
 
 
+@dataclass(frozen=True, slots=True)
+class SegmentRow:
+    """One segment's variant: exposures (metric None) or one metric's aggregates."""
+
+    value: str | None  # None: the attribute was not set (or, with `other`, past the tracked)
+    rank: int | None  # of a tracked value: 1 for the value whose first unit arrived first
+    other: bool
+    variant: int
+    metric: str | None
+    agg: MetricAgg
+
+
+async def segment_keys(conn: Pool | Connection, exp_id: str) -> list[str]:
+    """The attribute names this experiment's exposures carry."""
+    return [r["key"] for r in await conn.fetch(q("segment_keys"), uuid.UUID(exp_id))]
+
+
+async def segment_aggregates(conn: Pool | Connection, exp_id: str, key: str, tracked: int,
+                             caps: dict[str, float]) -> list[SegmentRow]:
+    """Per segment of attribute `key` (its first `tracked` values; the rest `other`) and
+    variant, the exposures and each metric's aggregates, from the raw events."""
+    rows = await conn.fetch(q("segment_aggregates"), uuid.UUID(exp_id), key, tracked,
+                            list(caps), list(caps.values()))
+    return [SegmentRow(r["value"], r["rank"], r["other"], r["variant"], r["metric"],
+                       MetricAgg(count=int(r["events"]), units=int(r["units"]),
+                                 sum=float(r["sum"]), sum_sq=max(float(r["sum_sq"]), 0.0)))
+            for r in rows]
+
+
 EXPORT_CHUNK_ROWS = 5000
 
 

@@ -124,6 +124,7 @@ def exposure_row(
     event_id: str | None = None,
     probability: float | None = None,
     covariates: list[float | None] | None = None,
+    attributes: str | None = None,
 ) -> ExposureRow:
     """An exposure row from already-validated parts (the assignment endpoint's shortcut).
 
@@ -131,7 +132,7 @@ def exposure_row(
     an id that is never deduped. `probability` as stored (litmus/db/events.py ExposureRow)."""
     when = to_micros(ts if ts is not None else datetime.now(UTC))
     eid = event_id if event_id is not None else server_event_id()
-    return (str(experiment_id), unit_id, variant, when, eid, probability, covariates)
+    return (str(experiment_id), unit_id, variant, when, eid, probability, covariates, attributes)
 
 
 class IngestFailed(LitmusError):

@@ -1,0 +1,46 @@
+"""Segment attributes an exposure carries (README, "Segments"): the check the event routes
+use, and the JSON text the writer stores (exposures.attributes)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+MAX_ATTRIBUTES = 5
+MAX_ATTRIBUTE_VALUE = 128
+KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"  # a metric name's form (schemas.SLUG)
+_KEY = re.compile(KEY_PATTERN)
+KEY_ERROR = ("must be an attribute name: lower-case letters, digits, '_' or '-', starting with "
+             "a letter or digit, at most 64 characters")
+
+
+def attribute_key_problem(key: Any) -> str | None:
+    """Why `key` cannot name a segment attribute (None: fine)."""
+    if type(key) is not str or not _KEY.match(key):
+        return f"{key!r} {KEY_ERROR}"
+    return None
+
+
+def attributes_text(raw: Any) -> tuple[str | None, str | None]:
+    """An `attributes` object -> the JSON text stored (None for an empty object), or why it is
+    refused: at most 5 keys of a metric name's form, each a non-empty string value of at most
+    128 characters without NUL."""
+    if type(raw) is not dict:
+        return None, 'must be an object of attribute names and strings, e.g. {"country": "DE"}'
+    if len(raw) > MAX_ATTRIBUTES:
+        return None, f"at most {MAX_ATTRIBUTES} attributes (got {len(raw)})"
+    for key, value in raw.items():
+        problem = attribute_key_problem(key)
+        if problem is not None:
+            return None, problem
+        if type(value) is not str:
+            return None, (f"{key}: must be a string (send numbers and flags as text, "
+                          f"e.g. \"3\" or \"true\")")
+        if not value or len(value) > MAX_ATTRIBUTE_VALUE or "\x00" in value:
+            return None, (f"{key}: must be a non-empty string of at most "
+                          f"{MAX_ATTRIBUTE_VALUE} characters without NUL")
+    if not raw:
+        return None, None
+    return orjson.dumps(raw).decode(), None
