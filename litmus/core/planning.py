@@ -168,7 +168,12 @@ def z_sum(alpha_per_comparison: float, power: float) -> float:
 
 def fixed_units(theta: float, alpha_per_comparison: float, power: float) -> float:
     """n per arm = (z_{1−a/2} + z_power)² / θ², θ = δ/√(σ_c² + σ_t²) (not rounded up)."""
-    return (z_sum(alpha_per_comparison, power) / theta) ** 2
+    # r·r rather than r ** 2: a vanishing effect gives infinity (refused by the caller as too
+    # small to detect) instead of an OverflowError.
+    if theta == 0.0:  # an effect that underflows: no sample detects it
+        return math.inf
+    r = z_sum(alpha_per_comparison, power) / theta
+    return r * r
 
 
 def fixed_power(n: float, theta: float, alpha_per_comparison: float) -> float:

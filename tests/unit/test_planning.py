@@ -328,3 +328,11 @@ def test_any_request_is_a_finite_plan_or_a_422(req: P.PlanRequest) -> None:
     for mode in ("fixed", "sequential"):
         if mode in out:
             assert 2 <= out[mode]["units_per_arm"] <= P.MAX_UNITS_PER_ARM
+
+
+def test_a_vanishing_effect_is_a_422_not_an_overflow() -> None:
+    """Found by the property test above: θ = 6.6e-228 overflowed (z/θ)² instead of saying the
+    effect is too small to detect."""
+    assert math.isinf(P.fixed_units(6.646269114976617e-228, 0.25, 0.5))
+    with pytest.raises(ValidationFailed, match="more than 1e\+12 units per arm"):
+        P.plan_units(P.Metric("mean", 1.0, sd=1e200), 1e-30, "absolute")
