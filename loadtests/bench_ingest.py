@@ -133,8 +133,10 @@ async def write_paths(dsn: str) -> None:
     now = to_micros(datetime.now(UTC))
 
     def rows(tag: str) -> list[tuple[Any, ...]]:
+        # The columns after event_id (probability, covariates, attributes) left NULL.
+        rest = (None,) * (len(db.EXPOSURE_COLUMNS) - 5)
         return [(exp_ids[i % 4], f"user-{(i * 2654435761) % 2**32:08x}", i % 3, now,
-                 f"{tag}-{uuid.uuid4().hex}") for i in range(ROWS)]
+                 f"{tag}-{uuid.uuid4().hex}", *rest) for i in range(ROWS)]
 
     conn = await db.connect(dsn)
 

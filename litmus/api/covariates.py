@@ -49,6 +49,33 @@ def covariate_row(raw: Any, declared: Sequence[str],
                   ) -> tuple[list[float | None] | None, str | None]:
     """A `covariates` object -> its values by declared position (None for one not sent; None
     for an empty object or none), or why it is refused."""
+    if type(raw) is dict and 0 < len(raw) <= MAX_COVARIATES:
+        # The common case first, without the name pattern: every name declared (so well
+        # formed) and every value a finite int or float. Anything else takes the full checks
+        # below, which say what is wrong.
+        row: list[float | None] = [None] * len(declared)
+        last = -1
+        for name, v in raw.items():
+            tv = type(v)
+            if name not in declared or not (tv is float or tv is int):
+                break
+            try:
+                f = float(v)
+            except OverflowError:
+                break
+            if f - f != 0.0:  # inf or NaN
+                break
+            i = declared.index(name)
+            row[i] = f
+            if i > last:
+                last = i
+        else:
+            return row[:last + 1], None
+    return _checked_row(raw, declared)
+
+
+def _checked_row(raw: Any, declared: Sequence[str],
+                 ) -> tuple[list[float | None] | None, str | None]:
     problem = covariates_problem(raw)
     if problem is not None or not raw:
         return None, problem

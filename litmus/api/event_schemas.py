@@ -201,12 +201,15 @@ def _served_weight(entry: EntryLike, variant: str) -> float:
 class _Resolved:
     """An experiment reference resolved once per request."""
 
-    __slots__ = ("entry", "error", "uid")
+    __slots__ = ("covariates", "entry", "error", "uid")
 
     def __init__(self, entry: EntryLike | None, error: str | None) -> None:
         self.entry = entry
         self.error = error
         self.uid = entry.experiment.id if entry is not None and error is None else None
+        # Its declared covariates, looked up once per request rather than per event.
+        self.covariates = ([] if entry is None
+                           else declared_covariates(entry.experiment.metrics))
 
 
 def _resolve(ref: str, lookup: Lookup) -> _Resolved:
@@ -387,8 +390,7 @@ def validate_events(
         cov: list[float | None] | None = None
         raw_cov = ev.get("covariates") if typ == "exposure" else None
         if raw_cov is not None:
-            declared = (declared_covariates(res.entry.experiment.metrics)
-                        if res is not None and res.entry is not None else [])
+            declared = res.covariates if res is not None else []
             cov, why = covariate_row(raw_cov, declared)
             if why is not None:
                 errs = errs or []

@@ -10,7 +10,10 @@ from typing import Any
 import asyncpg
 import orjson
 from aiohttp.test_utils import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from litmus.api.covariates import _checked_row, covariate_row
 from tests.conftest import ADMIN, CLIENT, experiment_payload, launched
 
 EXPOSURE = "/api/v1/events/exposure"
@@ -165,3 +168,16 @@ async def test_assign_refuses_wrong_covariates_and_logs_nothing(
         assert message in got["error"]["fields"][field], got
     await asyncio.sleep(0.3)  # time for a logged exposure to be flushed, were there one
     assert await db.fetchval("SELECT count(*) FROM exposures") == 0
+
+
+@settings(max_examples=500, deadline=None)
+@given(raw=st.dictionaries(
+    st.sampled_from(["pre_sessions", "pre_revenue", "tenure", "Bad Name", "x"]),
+    st.integers(-(2**1100), 2**1100) | st.floats() | st.booleans() | st.text(max_size=2)
+    | st.none(), max_size=7) | st.none() | st.lists(st.integers(), max_size=2),
+    declared=st.lists(st.sampled_from(["pre_sessions", "pre_revenue", "tenure"]), unique=True,
+                      max_size=3))
+def test_the_fast_path_answers_as_the_full_checks(raw: Any, declared: list[str]) -> None:
+    """covariate_row takes a shortcut for declared names with finite numbers; whatever the
+    input, its answer is the one of the full checks."""
+    assert covariate_row(raw, declared) == _checked_row(raw, declared)

@@ -334,5 +334,5 @@ def test_a_vanishing_effect_is_a_422_not_an_overflow() -> None:
     """Found by the property test above: θ = 6.6e-228 overflowed (z/θ)² instead of saying the
     effect is too small to detect."""
     assert math.isinf(P.fixed_units(6.646269114976617e-228, 0.25, 0.5))
-    with pytest.raises(ValidationFailed, match="more than 1e\+12 units per arm"):
+    with pytest.raises(ValidationFailed, match=r"more than 1e\+12 units per arm"):
         P.plan_units(P.Metric("mean", 1.0, sd=1e200), 1e-30, "absolute")
