@@ -13,8 +13,8 @@ export function colorFor(keys, key) {
 
 const isNum = (x) => typeof x === 'number' && Number.isFinite(x);
 
-/** Call draw(width) now and whenever the container's width changes. */
-function responsive(container, draw) {
+/** Call draw(width) now and whenever the container's width changes; {redraw()} draws again. */
+export function responsive(container, draw) {
   let last = -1;
   const run = () => {
     const w = Math.max(240, Math.floor(container.clientWidth || 600));
@@ -267,16 +267,30 @@ function fmtCi(ci) { return Array.isArray(ci) && ci.length === 2 ? `${fmt(ci[0])
 
 /** A legend explaining the forest plot marks. */
 export function intervalLegend() {
-  const mk = (cls, text) => {
-    const svg = s('svg', { width: 26, height: 14, viewBox: '0 0 26 14', 'aria-hidden': 'true', class: 'chart interval-plot' });
-    if (cls === 'anytime') svg.appendChild(s('rect', { class: 'anytime', x: 1, y: 1, width: 24, height: 12, rx: 3 }));
-    if (cls === 'ci') svg.append(s('line', { class: 'ci', x1: 2, x2: 24, y1: 7, y2: 7 }), s('line', { class: 'ci', x1: 2, x2: 2, y1: 3, y2: 11 }), s('line', { class: 'ci', x1: 24, x2: 24, y1: 3, y2: 11 }));
-    if (cls === 'point') svg.appendChild(s('circle', { class: 'point', cx: 13, cy: 7, r: 4 }));
-    if (cls === 'zero') svg.appendChild(s('line', { class: 'zero', x1: 13, x2: 13, y1: 0, y2: 14 }));
-    return h('li', null, svg, text);
-  };
   return h('ul', { class: 'legend interval-legend' },
-    mk('point', 'absolute lift'), mk('ci', '95% interval (Welch)'), mk('anytime', 'anytime-valid interval'), mk('zero', 'no change'));
+    legendItem('point', 'absolute lift'), legendItem('ci', '95% interval (Welch)'), legendItem('anytime', 'anytime-valid interval'), legendItem('zero', 'no change'));
+}
+
+/**
+ * One legend entry: a small drawing of a chart's mark (hidden from screen readers; the text
+ * says what it means) and its text. mark: 'point', 'ci' (a whisker), 'anytime' (a pale band),
+ * 'zero' or 'logged' (a dashed vertical line), 'zero-h' (a dashed horizontal one), 'band' (a
+ * line in `color` over its shaded interval). chart: the class that styles the marks as in the
+ * chart they explain.
+ * attrs: extra attributes of the <li>.
+ */
+export function legendItem(mark, text, { chart = 'interval-plot', color = null, attrs = null } = {}) {
+  const svg = s('svg', { width: 26, height: 14, viewBox: '0 0 26 14', 'aria-hidden': 'true', focusable: 'false', class: `chart ${chart}` });
+  if (mark === 'anytime') svg.appendChild(s('rect', { class: 'anytime', x: 1, y: 1, width: 24, height: 12, rx: 3 }));
+  if (mark === 'ci') svg.append(s('line', { class: 'ci', x1: 2, x2: 24, y1: 7, y2: 7 }), s('line', { class: 'ci', x1: 2, x2: 2, y1: 3, y2: 11 }), s('line', { class: 'ci', x1: 24, x2: 24, y1: 3, y2: 11 }));
+  if (mark === 'point') svg.appendChild(s('circle', { class: 'point', cx: 13, cy: 7, r: 4 }));
+  if (mark === 'zero' || mark === 'logged') svg.appendChild(s('line', { class: mark, x1: 13, x2: 13, y1: 0, y2: 14 }));
+  if (mark === 'zero-h') svg.appendChild(s('line', { class: 'zero', x1: 1, x2: 25, y1: 7, y2: 7 }));
+  if (mark === 'band') {
+    svg.append(s('rect', { class: 'band', x: 1, y: 2, width: 24, height: 10, rx: 2, fill: color }),
+      s('line', { class: 'band-line', x1: 1, x2: 25, y1: 7, y2: 7, stroke: color }));
+  }
+  return h('li', attrs, svg, text);
 }
 
 /** A padded [lo, hi] over finite values (at least a small span around a single value). */
@@ -487,15 +501,6 @@ export function renderLiftAxis(container, { lanes, ariaLabel = 'Relative lift pe
     legendItem('point', 'relative lift'), legendItem('ci', 'Welch 95% interval'),
     legendItem('anytime', 'anytime-valid 95% interval (running)'), legendItem('zero', 'no change (0)')));
   return figure;
-}
-
-function legendItem(cls, text) {
-  const svg = s('svg', { width: 26, height: 14, viewBox: '0 0 26 14', 'aria-hidden': 'true', class: 'chart interval-plot' });
-  if (cls === 'anytime') svg.appendChild(s('rect', { class: 'anytime', x: 1, y: 1, width: 24, height: 12, rx: 3 }));
-  if (cls === 'ci') svg.append(s('line', { class: 'ci', x1: 2, x2: 24, y1: 7, y2: 7 }), s('line', { class: 'ci', x1: 2, x2: 2, y1: 3, y2: 11 }), s('line', { class: 'ci', x1: 24, x2: 24, y1: 3, y2: 11 }));
-  if (cls === 'point') svg.appendChild(s('circle', { class: 'point', cx: 13, cy: 7, r: 4 }));
-  if (cls === 'zero') svg.appendChild(s('line', { class: 'zero', x1: 13, x2: 13, y1: 0, y2: 14 }));
-  return h('li', null, svg, text);
 }
 
 /** A tiny inline sparkline of values (no axes): an SVG polyline, aria-hidden unless labelled. */

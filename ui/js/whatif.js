@@ -8,7 +8,7 @@
 // same numbers as a table beneath.
 
 import { api, ApiError } from './api.js';
-import { niceTicks } from './charts.js';
+import { legendItem, niceTicks } from './charts.js';
 import { alertBox, h, nextId, s } from './dom.js';
 import { int, interval, num, pct, time } from './format.js';
 
@@ -312,15 +312,8 @@ export function createWhatIf({ getExp, keys }) {
   }
 
   function legend() {
-    const mk = (cls, text) => {
-      const svg = s('svg', { width: 26, height: 14, viewBox: '0 0 26 14', 'aria-hidden': 'true', class: 'chart whatif-chart' });
-      if (cls === 'anytime') svg.appendChild(s('rect', { class: 'anytime', x: 1, y: 1, width: 24, height: 12, rx: 3 }));
-      if (cls === 'ci') svg.append(s('line', { class: 'ci', x1: 2, x2: 24, y1: 7, y2: 7 }), s('line', { class: 'ci', x1: 2, x2: 2, y1: 3, y2: 11 }), s('line', { class: 'ci', x1: 24, x2: 24, y1: 3, y2: 11 }));
-      if (cls === 'point') svg.appendChild(s('circle', { class: 'point', cx: 13, cy: 7, r: 4 }));
-      if (cls === 'logged') svg.appendChild(s('line', { class: 'logged', x1: 13, x2: 13, y1: 0, y2: 14 }));
-      return h('li', null, svg, text);
-    };
-    return h('ul', { class: 'legend interval-legend' }, mk('point', 'estimate'), mk('ci', '95% interval'), mk('anytime', 'anytime-valid interval'), mk('logged', 'logged value (what ran)'));
+    const item = (mark, text) => legendItem(mark, text, { chart: 'whatif-chart' });
+    return h('ul', { class: 'legend interval-legend' }, item('point', 'estimate'), item('ci', '95% interval'), item('anytime', 'anytime-valid interval'), item('logged', 'logged value (what ran)'));
   }
 
   function table(names, res, body, rows) {
