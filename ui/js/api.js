@@ -142,4 +142,5 @@ export const experiments = {
   remove: (id) => api('DELETE', `/experiments/${encodeURIComponent(id)}`),
   history: (id, opts) => api('GET', `/experiments/${encodeURIComponent(id)}/history`, opts),
   results: (id, opts) => api('GET', `/experiments/${encodeURIComponent(id)}/results`, opts),
+  resultsHistory: (id, opts) => api('GET', `/experiments/${encodeURIComponent(id)}/results/history`, opts),
 };

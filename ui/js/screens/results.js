@@ -1,8 +1,9 @@
 // /experiments/{id}/results — polls the results snapshot every 2 s (every 15 s while the tab
 // is hidden): exposure bars that move as events arrive, the SRM warning, metric summaries, the
-// lift table with a forest plot, and for bandits P(best) and weights over time. The status badge
-// and the outcome (a stopped experiment's winner) come from the experiment itself, fetched on
-// every poll: a snapshot's status is only what it was when that snapshot was computed.
+// lift table with a forest plot and each metric's lift over time (fetched again with every new
+// snapshot), and for bandits P(best) and weights over time. The status badge and the outcome
+// (a stopped experiment's winner) come from the experiment itself, fetched on every poll: a
+// snapshot's status is only what it was when that snapshot was computed.
 
 import { ApiError, experiments, getToken } from '../api.js';
 import { colorFor, createBarChart, intervalDomain, intervalLegend, intervalPlot, renderLiftAxis, renderLineChart, renderTradeoffChart } from '../charts.js';
@@ -11,6 +12,7 @@ import { ago, dateTime, int, interval, num, pText, pValue, pct, prob, raw, relPc
 import { describeDefinition, readDefinitions } from '../metricdefs.js';
 import { guardrailBanner, guardrailCard } from '../guardrails.js';
 import { computeVerdict, decidingInterval, isBetter, isRateMetric, verdictCard, waitingCard } from '../verdict.js';
+import { createLiftHistory } from '../lifthistory.js';
 import { createWhatIf } from '../whatif.js';
 
 export const POLL_VISIBLE_MS = 2000;
@@ -151,9 +153,11 @@ export async function render(root, [id], ctx) {
       tradeoffTable);
     // The what-if card keeps its choices and its last answer between snapshots.
     const whatif = createWhatIf({ getExp: () => exp, keys });
+    // Lift over time keeps one chart per metric between snapshots; drawLift() places them.
+    const liftHistory = createLiftHistory({ getExp: () => exp, keys });
     mount(content, verdict, srm, guardrails, exposureCard, bandit, tradeoff, whatif.el, lift, metrics);
     const bars = createBarChart(barsBox, { ariaLabel: 'Exposed units per variant', testid: 'exposure-chart' });
-    return { verdict, srm, guardrails, whatif, totals, bars, expTable, timeline, bandit, metricsBody, liftBody, tradeoff, tradeoffX, tradeoffIntro, tradeoffPlot, tradeoffTable };
+    return { verdict, srm, guardrails, whatif, liftHistory, totals, bars, expTable, timeline, bandit, metricsBody, liftBody, tradeoff, tradeoffX, tradeoffIntro, tradeoffPlot, tradeoffTable };
   }
 
   function showSnapshot(snap) {
@@ -166,7 +170,7 @@ export async function render(root, [id], ctx) {
     const total = snap.exposures && isNum(snap.exposures.total_units) ? snap.exposures.total_units : 0;
     if (total === 0) {
       // Launched, no exposure yet: one card that says so, not a grid of dashes.
-      panels = null;
+      dropPanels();
       mount(guardSlot, guardrailBanner(snap));
       mount(content, waitingCard(exp, snap));
       return;
@@ -183,7 +187,14 @@ export async function render(root, [id], ctx) {
     drawTradeoff(snap);
     panels.whatif.update(snap);
     drawLift(snap);
+    panels.liftHistory.update(snap);
     drawMetrics(snap);
+  }
+
+  /** Forget the panels (and stop their lift-history fetch): the next snapshot builds them anew. */
+  function dropPanels() {
+    if (panels) panels.liftHistory.stop();
+    panels = null;
   }
 
   function drawVerdict(snap) {
@@ -564,7 +575,9 @@ export async function render(root, [id], ctx) {
                     ? h('span', { class: `sig sig-${tone}`, 'data-testid': 'significant' }, good ? '✓ Yes, better' : '✓ Yes, worse')
                     : [h('span', { class: 'muted', 'data-testid': 'not-significant' }, 'Not yet'),
                       r.reason ? h('div', { class: 'muted small reason' }, r.reason) : null]));
-              })))));
+              })))),
+          // The same treatments over time, from the stored history (kept between snapshots).
+          panels.liftHistory.slot(metric));
         // One wide plot: every treatment on the relative-lift axis, zero marked.
         const lanes = list.map((r) => {
           const dec = decidingInterval({ ...r, rel_ci: null }, 'sequential');
@@ -584,7 +597,7 @@ export async function render(root, [id], ctx) {
   }
 
   function showNoResults(err) {
-    panels = null;
+    dropPanels();
     lastJson = '';
     guardSlot.replaceChildren();
     const tips = [];
@@ -673,6 +686,7 @@ export async function render(root, [id], ctx) {
   return () => {
     stopped = true;
     clearTimeout(timer);
+    dropPanels();
     if (controller) controller.abort();
     document.removeEventListener('visibilitychange', onVisibility);
   };
