@@ -5,7 +5,7 @@ Every figure is a ratio against a baseline measured in the same run, alternated 
    carry two declared covariates (`{"pre_sessions": u % 50, "pre_revenue": u % 7 + 0.5}`)
    against the same batch without them, ROUNDS rounds.
 1. Write path in PostgreSQL (embedded, durable defaults): 100,000 exposure rows COPYed in
-   batches of 5000 with the `covariates` column filled (2 values, migration 0017) against the
+   batches of 5000 with two of the five covariate columns filled (migration 0017) against the
    same rows with it NULL, into two tables of the same shape and indexes (`exposures` and a
    copy of it); the two alternate batch by batch, ROUNDS rounds on truncated tables. Only the
    exposures COPY is timed (the dedupe COPY into event_ids is the same either way), so the
@@ -70,7 +70,7 @@ def validation() -> None:
     entry.experiment = dataclasses.replace(entry.experiment, metrics=METRICS)
     now = datetime.now(UTC)
     checked = validate_events(with_c, "typed", lambda _: entry, now).exposures
-    cov_at = EXPOSURE_COLUMNS.index("covariates")
+    cov_at = EXPOSURE_COLUMNS.index("covariate_2")
     assert checked and checked[-1][cov_at] is not None, "the covariates were not kept"
     per_event: dict[bool, list[float]] = {True: [], False: []}
     for r in range(ROUNDS):
@@ -91,7 +91,7 @@ def validation() -> None:
 
 
 async def write_path(dsn: str) -> None:
-    """Exposure rows COPYed with the covariates column filled against the same rows with NULL."""
+    """Exposure rows COPYed with two covariate columns filled against the same rows with NULL."""
     from litmus.db import events as db
     from litmus.services.ingest import to_micros
 
@@ -100,12 +100,12 @@ async def write_path(dsn: str) -> None:
     conn = await db.connect(dsn)
     await conn.execute("DROP TABLE IF EXISTS bench_exposures_null")
     await conn.execute("CREATE TABLE bench_exposures_null (LIKE exposures INCLUDING ALL)")
-    cols = db.EXPOSURE_COLUMNS[:db.EXPOSURE_COLUMNS.index("covariates") + 1]
+    cols = db.EXPOSURE_COLUMNS[:db.EXPOSURE_COVARIATES + 5]
 
     def rows(with_c: bool, tag: str) -> list[tuple[object, ...]]:
         return [(exp_ids[i % 4], f"user-{(i * 2654435761) % 2**32:08x}", i % 3, now,
                  f"{tag}-{uuid.uuid4().hex}", -0.5,
-                 [float(i % 50), i % 7 + 0.5] if with_c else None)
+                 *db.covariate_columns([float(i % 50), i % 7 + 0.5] if with_c else None))
                 for i in range(ROWS)]
 
     with_col: list[float] = []
@@ -138,8 +138,9 @@ async def write_path(dsn: str) -> None:
             cpu_us[False].append(cpu[False] / ROWS * 1e6)
             client_us[True].append(client[True] / ROWS * 1e6)
             client_us[False].append(client[False] / ROWS * 1e6)
-        stored = await conn.fetchval("SELECT covariates FROM exposures LIMIT 1")
-        assert stored is not None and len(stored) == 2, stored
+        stored = await conn.fetchrow("SELECT covariate_1, covariate_2, covariate_3 FROM exposures "
+                                     "LIMIT 1")
+        assert stored[1] is not None and stored[2] is None, stored
         await conn.execute("TRUNCATE exposures")
         await conn.execute("DROP TABLE bench_exposures_null")
     finally:
@@ -220,7 +221,7 @@ async def _count_covariates(data_dir: Path, exp_id: str) -> tuple[int, int]:
     conn = await asyncpg.connect(f"postgresql://postgres:@/postgres?host={(data_dir / 'pg').resolve()}")
     try:
         row = await conn.fetchrow(
-            "SELECT count(covariates), count(*) FROM exposures WHERE experiment_id = $1",
+            "SELECT count(covariate_1), count(*) FROM exposures WHERE experiment_id = $1",
             uuid.UUID(exp_id))
     finally:
         await conn.close()

@@ -12,7 +12,11 @@ CREATE TEMP TABLE IF NOT EXISTS stage_exposures (
     ts            timestamptz NOT NULL,
     event_id      text COLLATE "C" NOT NULL,
     probability   double precision,
-    covariates    double precision[],
+    covariate_1   double precision,
+    covariate_2   double precision,
+    covariate_3   double precision,
+    covariate_4   double precision,
+    covariate_5   double precision,
     attributes    jsonb,
     dedupe        boolean NOT NULL,
     req           int NOT NULL
@@ -55,8 +59,10 @@ WITH claimed AS (
                                             WHERE kind = 1)
 ), e AS (
     INSERT INTO exposures (experiment_id, unit_id, variant, ts, event_id, probability,
-                           covariates, attributes)
-    SELECT experiment_id, unit_id, variant, ts, event_id, probability, covariates, attributes
+                           covariate_1, covariate_2, covariate_3, covariate_4, covariate_5,
+                           attributes)
+    SELECT experiment_id, unit_id, variant, ts, event_id, probability,
+           covariate_1, covariate_2, covariate_3, covariate_4, covariate_5, attributes
     FROM se
 ), m AS (
     INSERT INTO metric_events (experiment_id, unit_id, metric, value, variant, ts, event_id)

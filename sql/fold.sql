@@ -65,9 +65,9 @@ DELETE FROM fold_cutoffs;
 -- that first saw it (fold_cutoffs).
 SELECT e.experiment_id, hashtextextended(e.unit_id, 0), e.variant, e.ts,
        hashtextextended(e.event_id, 0), coalesce(e.probability, 0),
-       coalesce(e.covariates[1], 'NaN'), coalesce(e.covariates[2], 'NaN'),
-       coalesce(e.covariates[3], 'NaN'), coalesce(e.covariates[4], 'NaN'),
-       coalesce(e.covariates[5], 'NaN')
+       coalesce(e.covariate_1, 'NaN'), coalesce(e.covariate_2, 'NaN'),
+       coalesce(e.covariate_3, 'NaN'), coalesce(e.covariate_4, 'NaN'),
+       coalesce(e.covariate_5, 'NaN')
 FROM exposures e
 WHERE e.ingest_xid >= $1 AND e.ingest_xid < $2
   AND NOT EXISTS (SELECT 1 FROM experiments x JOIN fold_cutoffs c ON c.experiment_id = x.id

@@ -30,6 +30,7 @@ from litmus.services.ingest import (
     PG_EPOCH_UNIX_US,
     EventBatch,
     Micros,
+    covariate_columns,
     server_event_id,
     to_micros,
 )
@@ -447,7 +448,7 @@ def validate_events(
                 eid = server_event_id()
             else:
                 claims.append((uid, EXPOSURE, eid))
-            exposures.append((uid, unit, variant, ts, eid, prob, cov, attrs))
+            exposures.append((uid, unit, variant, ts, eid, prob, *covariate_columns(cov), attrs))
         else:
             if eid is None:
                 eid = server_event_id()

@@ -19,13 +19,24 @@ from litmus.db.queries import query
 Micros = tuple[int]
 """A time as (microseconds since 2000-01-01 UTC,): what `connect`'s timestamptz codec sends."""
 EXPOSURE_COLUMNS = ("experiment_id", "unit_id", "variant", "ts", "event_id", "probability",
-                    "covariates", "attributes")
-ExposureRow = tuple[str, str, int, Micros, str, float | None, list[float | None] | None,
-                    str | None]
+                    "covariate_1", "covariate_2", "covariate_3", "covariate_4", "covariate_5",
+                    "attributes")
+Cov = float | None
+ExposureRow = tuple[str, str, int, Micros, str, float | None, Cov, Cov, Cov, Cov, Cov, str | None]
 """(experiment_id, unit_id, variant index, ts, event_id, probability: > 0 given, < 0 its
-negative filled in by the server, None unknown (sql/migrations/0016); covariates by their
-declared position, None for one not sent, or None for none (0017); segment attributes as JSON
-object text, or None for none (0019))"""
+negative filled in by the server, None unknown (sql/migrations/0016); the 5 covariates by their
+declared position, None for one not sent (0017; `covariate_columns`); segment attributes as
+JSON object text, or None for none (0019))"""
+EXPOSURE_COVARIATES = EXPOSURE_COLUMNS.index("covariate_1")
+NO_COVARIATES: tuple[None, None, None, None, None] = (None, None, None, None, None)
+
+
+def covariate_columns(cov: Sequence[float | None] | None) -> tuple[Cov, Cov, Cov, Cov, Cov]:
+    """Covariates by declared position (a prefix of the 5) -> the row's 5 covariate columns."""
+    if not cov:
+        return NO_COVARIATES
+    c = (*cov, *NO_COVARIATES[len(cov):])
+    return c[0], c[1], c[2], c[3], c[4]
 METRIC_COLUMNS = ("experiment_id", "unit_id", "metric", "value", "variant", "ts", "event_id")
 MetricRow = tuple[str, str, str, float, int | None, Micros, str]
 """(experiment_id, unit_id, metric, value, variant index | None, ts, event_id)"""

@@ -34,6 +34,7 @@ from litmus.db import events as db
 from litmus.db.errors import REFUSED, TRANSIENT
 from litmus.db.events import Claim, ExposureRow, MetricRow
 from litmus.db.events import Micros as Micros
+from litmus.db.events import covariate_columns as covariate_columns
 from litmus.db.types import Connection
 from litmus.errors import LitmusError, Unavailable
 from litmus.settings import Settings
@@ -123,7 +124,7 @@ def exposure_row(
     ts: datetime | None = None,
     event_id: str | None = None,
     probability: float | None = None,
-    covariates: list[float | None] | None = None,
+    covariates: Sequence[float | None] | None = None,
     attributes: str | None = None,
 ) -> ExposureRow:
     """An exposure row from already-validated parts (the assignment endpoint's shortcut).
@@ -132,7 +133,8 @@ def exposure_row(
     an id that is never deduped. `probability` as stored (litmus/db/events.py ExposureRow)."""
     when = to_micros(ts if ts is not None else datetime.now(UTC))
     eid = event_id if event_id is not None else server_event_id()
-    return (str(experiment_id), unit_id, variant, when, eid, probability, covariates, attributes)
+    return (str(experiment_id), unit_id, variant, when, eid, probability,
+            *covariate_columns(covariates), attributes)
 
 
 class IngestFailed(LitmusError):

@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient
 from litmus.app import create_app
 from litmus.core.counterfactual import PropensitySums
 from litmus.db import fold as db_fold
+from litmus.db.events import covariate_columns
 from litmus.keys import RECOMPUTE
 from litmus.services import fold as svc_fold
 from litmus.settings import Settings
@@ -62,7 +63,8 @@ SELECT f.variant, f.p, coalesce(t.total, 0) AS r FROM first f LEFT JOIN tot t US
 CUPED = f"""
 WITH first AS (
     SELECT DISTINCT ON (unit_id) unit_id, variant,
-           coalesce(covariates[$3::int + 1], 0) AS x
+           coalesce((ARRAY[covariate_1, covariate_2, covariate_3, covariate_4,
+                           covariate_5])[$3::int + 1], 0) AS x
     FROM exposures e WHERE experiment_id = $1 {CUT}
     ORDER BY unit_id, ts, hashtextextended(event_id, 0)
 ), tot AS (
@@ -117,8 +119,9 @@ async def insert_p(db: asyncpg.Connection, exp_id: str,
                                          list[float | None] | None]]) -> None:
     await db.copy_records_to_table(
         "exposures", columns=["experiment_id", "unit_id", "variant", "ts", "event_id",
-                              "probability", "covariates"],
-        records=[(uuid.UUID(exp_id), u, v, ts, uuid.uuid4().hex, p, c)
+                              "probability", "covariate_1", "covariate_2", "covariate_3",
+                              "covariate_4", "covariate_5"],
+        records=[(uuid.UUID(exp_id), u, v, ts, uuid.uuid4().hex, p, *covariate_columns(c))
                  for u, v, ts, p, c in exposures])
 
 

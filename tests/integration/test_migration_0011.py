@@ -13,7 +13,7 @@ import pytest
 
 from litmus.db import events as db_events
 from litmus.db.migrate import migrate, migration_files
-from litmus.services.ingest import EXPOSURE, METRIC, to_micros
+from litmus.services.ingest import EXPOSURE, METRIC, exposure_row, to_micros
 from tests.conftest import drop_database, with_database
 
 MIGRATION = "0011_event_ids_per_type.sql"
@@ -83,7 +83,7 @@ async def test_existing_claims_keep_their_type_and_new_ids_are_per_type(
         e = str(exp)
         stored = await db_events.write_batch(
             writer,
-            [(e, "u", 0, ts, "m1", None, None), (e, "u", 0, ts, "x1", None, None)],
+            [exposure_row(e, "u", 0, now, "m1"), exposure_row(e, "u", 0, now, "x1")],
             [(e, "u", "revenue", 1.0, None, ts, "x1"), (e, "u", "revenue", 1.0, None, ts, "m1")],
             [(e, EXPOSURE, "m1"), (e, EXPOSURE, "x1"), (e, METRIC, "x1"), (e, METRIC, "m1")],
             [(1, 1), (1, 1)],

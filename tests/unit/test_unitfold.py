@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from litmus.core.unitfold import SLOT_US, Deltas, ExperimentUnits
+from litmus.core.unitfold import SLOT_US, Deltas, ExperimentUnits, _insert_rows
 
 
 def brute(exposures: list[tuple[int, int, int, int]],
@@ -214,3 +214,19 @@ async def test_binary_copy_rows_are_parsed_across_chunks_and_bad_streams_refused
                 body[:-30]):
         with pytest.raises(ValueError):
             await run(bad, 9)
+
+
+@pytest.mark.parametrize(("n", "width", "k"), [(0, 0, 0), (0, 2, 3), (5, 0, 2), (10, 1, 0),
+                                               (10, 3, 4), (1000, 5, 100), (7, 2, 7)])
+def test_insert_rows_equals_numpys_axis_0_insert(n: int, width: int, k: int) -> None:
+    """The per-unit covariates grow through a 1-D view of row records; the result is exactly
+    numpy's insert along axis 0 (NaNs, repeated and end positions included)."""
+    rng = np.random.default_rng(n + width + k)
+    a = rng.normal(size=(n, width))
+    a[a > 1.5] = np.nan
+    pos = np.sort(rng.integers(0, n + 1, k)).astype(np.int64)
+    rows = rng.normal(size=(k, width))
+    want = np.insert(a, pos, rows, axis=0)
+    got = _insert_rows(a, pos, rows)
+    assert got.shape == want.shape and got.dtype == np.float64
+    assert np.array_equal(got, want, equal_nan=True)
