@@ -51,7 +51,8 @@ BASELINE_M = "SELECT variant, count(*), sum(value) FROM metric_events WHERE expe
 STEADY_ROUNDS = 5
 COVARIATES = ["pre_sessions", "pre_revenue"]
 # The covariates column and its value per generated row (g), or nothing without --covariates.
-_COV = {True: (", covariates", ", ARRAY[(g % 50)::float8, (g % 7)::float8]"), False: ("", "")}
+_COV = {True: (", covariate_1, covariate_2", ", (g % 50)::float8, (g % 7)::float8"),
+        False: ("", "")}
 NAIVE_UNIT = """
 WITH first AS (
   SELECT DISTINCT ON (unit_id) unit_id, variant FROM exposures WHERE experiment_id = $1
