@@ -143,4 +143,8 @@ export const experiments = {
   history: (id, opts) => api('GET', `/experiments/${encodeURIComponent(id)}/history`, opts),
   results: (id, opts) => api('GET', `/experiments/${encodeURIComponent(id)}/results`, opts),
   resultsHistory: (id, opts) => api('GET', `/experiments/${encodeURIComponent(id)}/results/history`, opts),
+  /** The exposure attributes seen (GET …/results/segments): a scan, read on request. */
+  segmentKeys: (id, opts) => api('GET', `/experiments/${encodeURIComponent(id)}/results/segments`, opts),
+  /** The snapshot plus each segment of one attribute (GET …/results?segment=): a scan, read on request. */
+  resultsBySegment: (id, key, opts) => api('GET', `/experiments/${encodeURIComponent(id)}/results?segment=${encodeURIComponent(key)}`, opts),
 };

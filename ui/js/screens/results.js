@@ -1,7 +1,8 @@
 // /experiments/{id}/results — polls the results snapshot every 2 s (every 15 s while the tab
 // is hidden): exposure bars that move as events arrive, the SRM warning, metric summaries, the
 // lift table with a forest plot and each metric's lift over time (fetched again with every new
-// snapshot), and for bandits P(best) and weights over time. The status badge and the outcome
+// snapshot), the lift per segment of an exposure attribute (read when a person picks one), and
+// for bandits P(best) and weights over time. The status badge and the outcome
 // (a stopped experiment's winner) come from the experiment itself, fetched on every poll: a
 // snapshot's status is only what it was when that snapshot was computed.
 
@@ -13,6 +14,7 @@ import { describeDefinition, readDefinitions } from '../metricdefs.js';
 import { guardrailBanner, guardrailCard } from '../guardrails.js';
 import { computeVerdict, decidingInterval, isBetter, isRateMetric, verdictCard, waitingCard } from '../verdict.js';
 import { createLiftHistory } from '../lifthistory.js';
+import { createSegments } from '../segments.js';
 import { createWhatIf } from '../whatif.js';
 
 export const POLL_VISIBLE_MS = 2000;
@@ -136,13 +138,22 @@ export async function render(root, [id], ctx) {
     const lift = h('section', { class: 'card', 'aria-labelledby': 'sec-lift', 'data-testid': 'lift' },
       h('h2', { id: 'sec-lift' }, 'Lift: each treatment against control'));
     const liftBody = h('div');
-    lift.append(liftBody);
+    // The lift per segment: its own card under this one; a one-line hint here while no
+    // exposure carries attributes.
+    const segments = createSegments({
+      getExp: () => exp,
+      metricOrder: () => (lastSnap ? metricNames(lastSnap) : []),
+      isRate: (m) => (lastSnap ? rateMetric(lastSnap, m) : false),
+      valueText,
+    });
+    lift.append(liftBody, segments.hint);
     // The trade-off card keeps its controls between snapshots (a chosen x metric, focus).
     const tradeoffX = h('select', { id: 'tradeoff-x', 'data-testid': 'tradeoff-x' });
     tradeoffX.addEventListener('change', () => { tradeoffChoice = tradeoffX.value; if (lastSnap) drawTradeoff(lastSnap); });
     const tradeoffIntro = h('p', { class: 'hint', 'data-testid': 'tradeoff-intro' });
     const tradeoffPlot = h('div', { class: 'chart-box' });
-    const tradeoffTable = h('div', { class: 'table-wrap' });
+    // Focusable: at phone width the table scrolls inside its box, and keyboard users must reach it.
+    const tradeoffTable = h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-labelledby': 'tradeoff-table-title' });
     const tradeoff = h('section', { class: 'card', 'aria-labelledby': 'sec-tradeoff', 'data-testid': 'tradeoff', hidden: true },
       h('h2', { id: 'sec-tradeoff' }, 'Trade-off'),
       tradeoffIntro,
@@ -155,9 +166,9 @@ export async function render(root, [id], ctx) {
     const whatif = createWhatIf({ getExp: () => exp, keys });
     // Lift over time keeps one chart per metric between snapshots; drawLift() places them.
     const liftHistory = createLiftHistory({ getExp: () => exp, keys });
-    mount(content, verdict, srm, guardrails, exposureCard, bandit, tradeoff, whatif.el, lift, metrics);
+    mount(content, verdict, srm, guardrails, exposureCard, bandit, tradeoff, whatif.el, lift, segments.el, metrics);
     const bars = createBarChart(barsBox, { ariaLabel: 'Exposed units per variant', testid: 'exposure-chart' });
-    return { verdict, srm, guardrails, whatif, liftHistory, totals, bars, expTable, timeline, bandit, metricsBody, liftBody, tradeoff, tradeoffX, tradeoffIntro, tradeoffPlot, tradeoffTable };
+    return { verdict, srm, guardrails, whatif, liftHistory, segments, totals, bars, expTable, timeline, bandit, metricsBody, liftBody, tradeoff, tradeoffX, tradeoffIntro, tradeoffPlot, tradeoffTable };
   }
 
   function showSnapshot(snap) {
@@ -188,12 +199,14 @@ export async function render(root, [id], ctx) {
     panels.whatif.update(snap);
     drawLift(snap);
     panels.liftHistory.update(snap);
+    panels.segments.update(snap);
     drawMetrics(snap);
   }
 
-  /** Forget the panels (and stop their lift-history fetch): the next snapshot builds them anew. */
+  /** Forget the panels (and stop their lift-history and segment fetches): the next snapshot
+   * builds them anew. */
   function dropPanels() {
-    if (panels) panels.liftHistory.stop();
+    if (panels) { panels.liftHistory.stop(); panels.segments.stop(); }
     panels = null;
   }
 
