@@ -22,6 +22,15 @@ DELETE FROM guardrail_trips WHERE experiment_id = $1 AND treatment = $2 AND metr
 -- name: trips_forget_all
 DELETE FROM guardrail_trips WHERE experiment_id = $1;
 
+-- name: trips_unacted
+-- Trips recorded but never acted on (their leader stopped in between).
+SELECT metric, treatment FROM guardrail_trips WHERE experiment_id = $1 AND acted_at IS NULL;
+
 -- name: trip_audit
+-- The audit entry of a trip, and the trip marked as acted on, in one statement.
+WITH acted AS (
+    UPDATE guardrail_trips SET acted_at = now()
+    WHERE experiment_id = $1 AND treatment = $4 AND metric = $5
+)
 INSERT INTO experiment_audit (experiment_id, actor, action, changes)
 VALUES ($1, $2, 'guardrail_trip', $3);

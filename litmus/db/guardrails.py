@@ -54,5 +54,13 @@ async def forget_all(conn: Connection, exp_id: str) -> None:
 
 async def audit_trip(conn: Connection, exp_id: str, actor: str, trip: Trip,
                      extra: dict[str, Any]) -> None:
-    """The audit log's entry for a trip (the pause or stop it causes has its own)."""
-    await conn.execute(q("trip_audit"), uuid.UUID(exp_id), actor, {**trip_to_dict(trip), **extra})
+    """The audit log's entry for a trip (the pause or stop it causes has its own); the trip
+    counts as acted on from then."""
+    await conn.execute(q("trip_audit"), uuid.UUID(exp_id), actor, {**trip_to_dict(trip), **extra},
+                       trip.treatment, trip.metric)
+
+
+async def unacted_trips(conn: Connection, exp_id: str) -> set[tuple[str, str]]:
+    """(metric, treatment) of the trips recorded but never acted on."""
+    return {(r["metric"], r["treatment"])
+            for r in await conn.fetch(q("trips_unacted"), uuid.UUID(exp_id))}

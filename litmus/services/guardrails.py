@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -144,6 +145,24 @@ class Guardrails:
         if stale:
             await db.forget_trips(conn, exp.id, stale)
             recorded = {k: t for k, t in recorded.items() if t.metric not in stale}
+        # A trip recorded by a leader that stopped before acting on it: act now (a running
+        # experiment), or record that it was not acted on (a person paused or stopped it since).
+        for key in sorted(await db.unacted_trips(conn, exp.id) if recorded else ()):
+            trip = recorded.get(key)
+            if trip is None:
+                continue
+            direction = definitions.get(trip.metric, DEFAULT_DEFINITION).direction
+            if exp.status == "running":
+                log.warning("guardrail %s on %s tripped at %s and was never acted on: acting now",
+                            trip.metric, exp.key, trip.tripped_at)
+                status = await self._act(conn, exp, trip, direction)
+                if status is not None:
+                    snapshot["status"] = status
+                    exp = replace(exp, status="paused" if status == "paused" else "stopped")
+            else:
+                await db.audit_trip(conn, exp.id, ACTOR, trip, {
+                    "message": describe(trip, direction),
+                    "outcome": f"not acted on: the experiment was {exp.status} by then"})
         # Only a running experiment acts: a paused or stopped one serves no treatment.
         if exp.status == "running":
             for c in checks:

@@ -13,5 +13,8 @@ CREATE TABLE guardrail_trips (
     n_control     bigint NOT NULL,
     n_treatment   bigint NOT NULL,
     tripped_at    timestamptz NOT NULL,
+    -- When the trip's action was taken and audited; NULL for a trip recorded by a leader that
+    -- stopped before acting on it: the next leader acts on it (litmus/services/guardrails.py).
+    acted_at      timestamptz,
     PRIMARY KEY (experiment_id, treatment, metric)
 );

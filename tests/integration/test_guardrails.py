@@ -384,3 +384,54 @@ async def test_an_action_that_fails_is_decided_again_at_the_next_recompute(
                   if e["actor"] == "guardrail") == ["guardrail_trip", "pause"]
     await app_client.app[RECOMPUTE].guardrails.webhook.drain()
     assert len(receiver.posts) == 1
+
+
+async def test_a_trip_whose_leader_stopped_before_acting_is_acted_on_by_the_next(
+        app_client: TestClient, db: asyncpg.Connection, receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leader records the trip, then dies before pausing (emulated: its action never runs
+    and nothing cleans up). The next recompute finds the trip recorded but never acted on, and
+    pauses, audits and alerts once; a second such trip on an experiment a person paused since
+    is audited as not acted on and pauses nothing."""
+    from litmus.services.guardrails import Guardrails
+
+    exp = await launched(app_client, variants=TWO, metrics={
+        "primary": "conversion", "definitions": ERRORS,
+        "guardrails": [{"metric": "errors", "action": "pause"}]})
+    await seed_errors(db, exp["id"], (0.01, 0.08), 4000)
+    real_act = Guardrails._act
+
+    async def dies(*args: Any, **kw: Any) -> Any:
+        raise asyncio.CancelledError  # the process went away between recording and acting
+
+    monkeypatch.setattr(Guardrails, "_act", dies)
+    with pytest.raises(asyncio.CancelledError):
+        await app_client.app[RECOMPUTE].tick()
+    assert await db.fetchval("SELECT count(*) FROM guardrail_trips WHERE acted_at IS NULL") == 1
+    assert (await get(app_client, exp["id"]))["status"] == "running"
+    monkeypatch.setattr(Guardrails, "_act", real_act)
+    await app_client.app[RECOMPUTE].tick()
+    assert (await get(app_client, exp["id"]))["status"] == "paused"
+    assert sorted(e["action"] for e in await history(app_client, exp["id"])
+                  if e["actor"] == "guardrail") == ["guardrail_trip", "pause"]
+    assert await db.fetchval("SELECT count(*) FROM guardrail_trips WHERE acted_at IS NULL") == 0
+    await app_client.app[RECOMPUTE].tick()  # acted once: nothing more
+    await app_client.app[RECOMPUTE].guardrails.webhook.drain()
+    assert len(receiver.posts) == 1
+
+    # A trip left unacted, then a person pauses: audited as not acted on, nothing paused again.
+    other = await launched(app_client, key="other", variants=TWO, metrics={
+        "primary": "conversion", "definitions": ERRORS,
+        "guardrails": [{"metric": "errors", "action": "rollback"}]})
+    await seed_errors(db, other["id"], (0.01, 0.08), 4000, prefix="o")
+    monkeypatch.setattr(Guardrails, "_act", dies)
+    with pytest.raises(asyncio.CancelledError):
+        await app_client.app[RECOMPUTE].tick()
+    monkeypatch.setattr(Guardrails, "_act", real_act)
+    resp = await app_client.post(f"{EXP}/{other['id']}/pause", headers=ADMIN)
+    assert resp.status == 200
+    await app_client.app[RECOMPUTE].tick()
+    assert (await get(app_client, other["id"]))["status"] == "paused"
+    [trip] = [e for e in await history(app_client, other["id"]) if e["action"] == "guardrail_trip"]
+    assert trip["changes"]["outcome"].startswith("not acted on: the experiment was paused")
+    assert await db.fetchval("SELECT count(*) FROM guardrail_trips WHERE acted_at IS NULL") == 0
