@@ -114,22 +114,24 @@ def seed(server: LiveServer, exp_id: str) -> int:
     units posted."""
     rnd = random.Random(7)
     events: list[dict[str, Any]] = []
+    # One batch, the arms interleaved and the converting units spread out: no recompute sees a
+    # lopsided part of the traffic.
     for country, arms in CONVERTING.items():
         n = UNSET_UNITS if country is None else UNITS
-        for arm, conv in arms.items():
-            for i in range(n):
+        converting = {arm: set(rnd.sample(range(n), conv)) for arm, conv in arms.items()}
+        for i in range(n):
+            for arm in arms:
                 unit = f"{arm}-{country or 'none'}-{i}"
                 ev: dict[str, Any] = {"type": "exposure", "experiment": exp_id, "unit_id": unit, "variant": arm}
                 if country is not None:
                     ev["attributes"] = {"country": country, "device": DEVICES[i % 3]}
                 events.append(ev)
-                if i < conv:
+                if i in converting[arm]:
                     events.append({"type": "conversion", "experiment": exp_id, "unit_id": unit})
                 value = 20.0 + rnd.gauss(0, 6) + (2.5 if arm == TREATMENT else 0.0)
                 events.append({"type": "metric", "experiment": exp_id, "unit_id": unit, "metric": "revenue",
                                "value": round(max(0.5, value), 2)})
-    for start in range(0, len(events), 2000):
-        post_events(server, "/events", events[start:start + 2000])
+    post_events(server, "/events", events)
     return sum(UNSET_UNITS if c is None else UNITS for c in CONVERTING) * 2
 
 

@@ -134,6 +134,19 @@ export function relPct(x) {
   return `${x > 0 ? '+' : x < 0 ? '\u2212' : ''}${v.replace('-', '')}%`;
 }
 
+/**
+ * An expected loss as a share of the control mean (gbstats' relative risk) for reading: digits
+ * as relPct, no sign: "12%", "1.3%", "0.40%"; "<0.01%" below that, "0%" only when exactly 0.
+ */
+export function riskPct(x) {
+  if (!isNum(x)) return '—';
+  if (x === 0) return '0%';
+  const a = Math.abs(x * 100);
+  if (a < 0.005) return '<0.01%';
+  const digits = a >= 10 ? 0 : a >= 1 ? 1 : 2;
+  return `${x < 0 ? '\u2212' : ''}${a.toFixed(digits)}%`;
+}
+
 /** A difference in percentage points: "+1.2 pp". */
 export function signedPp(x) {
   if (!isNum(x)) return '—';

@@ -9,7 +9,7 @@
 import { ApiError, experiments, getToken } from '../api.js';
 import { colorFor, createBarChart, intervalDomain, intervalLegend, intervalPlot, renderLiftAxis, renderLineChart, renderTradeoffChart } from '../charts.js';
 import { alertBox, h, mount, setTitle, statusBadge } from '../dom.js';
-import { ago, dateTime, int, interval, num, pText, pValue, pct, prob, raw, relPct, sig, signed, signedPp, time } from '../format.js';
+import { ago, dateTime, int, interval, num, pText, pValue, pct, prob, raw, relPct, riskPct, sig, signed, signedPp, time } from '../format.js';
 import { describeDefinition, readDefinitions } from '../metricdefs.js';
 import { guardrailBanner, guardrailCard } from '../guardrails.js';
 import { computeVerdict, decidingInterval, isBetter, isRateMetric, verdictCard, waitingCard } from '../verdict.js';
@@ -21,6 +21,21 @@ export const POLL_VISIBLE_MS = 2000;
 export const POLL_HIDDEN_MS = 15000;
 
 const isNum = (x) => typeof x === 'number' && Number.isFinite(x);
+const isCi = (ci) => Array.isArray(ci) && ci.length === 2 && isNum(ci[0]) && isNum(ci[1]);
+
+/** The multiple-comparison correction of a snapshot's p-values, named for reading. */
+export function correctionOf(snap, rows = []) {
+  const method = (snap.correction && snap.correction.method) || ((rows.find((r) => r.correction) || {}).correction) || 'holm';
+  const known = { holm: { short: 'Holm', name: 'Holm' }, bh: { short: 'BH', name: 'Benjamini\u2013Hochberg' } };
+  const { short, name } = known[method] || { short: method, name: method };
+  return { method, short, name, across: !!(snap.correction && snap.correction.across_metrics) };
+}
+
+/** The anytime-valid interval a row's significance follows: the running one (the intersection
+ * of every recompute's), else this recompute's. */
+export function runningInterval(row) {
+  return isCi(row.anytime_abs_ci_running) ? row.anytime_abs_ci_running : isCi(row.anytime_abs_ci) ? row.anytime_abs_ci : null;
+}
 
 function toMs(t) {
   if (isNum(t)) return t < 1e12 ? t * 1000 : t;
@@ -114,6 +129,7 @@ export async function render(root, [id], ctx) {
   let lastComputed = null;
   let lastSnap = null;
   let tradeoffChoice = null; // the x metric a person picked on the trade-off chart
+  const moreOpen = new Set(); // the metrics whose "More numbers" a person opened
 
   function buildPanels() {
     const verdict = h('div', { class: 'verdict-slot', 'data-testid': 'verdict-slot' });
@@ -516,7 +532,71 @@ export async function render(root, [id], ctx) {
     }));
   }
 
+  /** The CUPED line of a lift row whose metric names a covariate, else null. */
+  function cupedLine(r, abs) {
+    const c = r.cuped;
+    if (!c || typeof c !== 'object') return null;
+    const cov = c.covariate || 'the covariate';
+    const attrs = { class: 'cuped-line', 'data-testid': 'cuped-line', 'data-treatment': r.treatment, 'data-covariate': cov };
+    const head = [h('span', { class: 'tag tag-cuped' }, 'CUPED'), ' ', h('code', null, r.treatment), ' adjusted for ', h('code', null, cov), ': '];
+    if (!isNum(c.abs_lift)) return h('p', attrs, head, `not computed \u2014 ${c.reason || 'no estimate yet'}.`);
+    const vr = c.variance_reduction;
+    return h('p', attrs, head,
+      h('span', { class: 'strong', 'data-testid': 'cuped-rel', 'data-value': raw(c.rel_lift), title: raw(c.rel_lift) }, relPct(c.rel_lift)), ' ',
+      h('span', { 'data-testid': 'cuped-ci', 'data-lo': raw(c.rel_ci && c.rel_ci[0]), 'data-hi': raw(c.rel_ci && c.rel_ci[1]), title: `Welch 95% interval of the adjusted relative lift: ${raw(c.rel_ci && c.rel_ci[0])} to ${raw(c.rel_ci && c.rel_ci[1])}` }, interval(c.rel_ci, relPct)),
+      h('span', { class: 'muted' }, ' (absolute ', h('span', { 'data-testid': 'cuped-abs', title: `${raw(c.abs_lift)} [${raw(c.abs_ci && c.abs_ci[0])}, ${raw(c.abs_ci && c.abs_ci[1])}]` }, `${abs(c.abs_lift)} ${interval(c.abs_ci, abs)}`), ')'),
+      isNum(vr) ? [' \u2014 ', h('span', { 'data-testid': 'cuped-reduction', 'data-value': raw(vr), title: `1 \u2212 se\u00b2(adjusted) / se\u00b2(plain) = ${raw(vr)}` },
+        vr >= 0 ? `variance reduced by ${pct(vr, 0)} using ${cov}` : `variance ${pct(-vr, 0)} higher using ${cov}: read the plain lift`)] : null,
+      c.reason ? ` (${c.reason})` : null, '.');
+  }
+
+  /** Per metric, behind an expander: each treatment's risks, both anytime intervals and how
+   * significance follows them, the p-values before and after the correction, CUPED's details. */
+  function moreNumbers(metric, list, { abs, corr, mode, alpha }) {
+    const withCuped = list.some((r) => r.cuped && isNum(r.cuped.abs_lift));
+    const details = h('details', { class: 'lift-more', 'data-testid': 'lift-more', open: moreOpen.has(metric) });
+    details.addEventListener('toggle', () => { if (details.open) moreOpen.add(metric); else moreOpen.delete(metric); });
+    return mount(details,
+      h('summary', { 'data-testid': 'lift-more-toggle' }, `More numbers: risk, anytime intervals, p-values${withCuped ? ', CUPED' : ''}`),
+      list.map((r) => {
+        const running = runningInterval(r);
+        const rel = decidingInterval({ ...r, rel_ci: null }, 'sequential');
+        const adjP = r.p_value_adjusted ?? r.p_value_holm;
+        const adjAny = r.anytime_p_value_adjusted ?? r.anytime_p_value_holm;
+        const excludes = running ? running[0] > 0 || running[1] < 0 : false;
+        const why = mode === 'fixed'
+          ? `Fixed-horizon analysis: significance follows the ${corr.name}-adjusted Welch p (${r.significant ? 'significant' : 'not significant'}).`
+          : r.significant ? 'It excludes 0: significant.'
+            : excludes ? `It excludes 0, but the ${corr.name}-adjusted anytime p (${pValue(adjAny)}) is not below ${alpha} yet: not significant yet.`
+              : 'It includes 0: not significant yet.';
+        const c = r.cuped && isNum(r.cuped.abs_lift) ? r.cuped : null;
+        return h('div', { class: 'lift-more-row', 'data-testid': 'lift-more-row', 'data-treatment': r.treatment },
+          h('h4', null, h('code', null, r.treatment), ' vs ', h('code', null, r.control)),
+          h('ul', { class: 'lift-more-list' },
+            h('li', { 'data-testid': 'risk-line' },
+              h('span', { 'data-testid': 'risk-ship' }, `Risk if you ship ${r.treatment}: ${riskPct(r.risk_treatment)}`), ' \u00b7 ',
+              h('span', { 'data-testid': 'risk-keep' }, `risk if you keep ${r.control}: ${riskPct(r.risk_control)}`),
+              h('span', { class: 'muted' }, ` (the expected loss of that choice, as a share of the control mean; chance to beat ${prob(r.chance_to_beat)})`)),
+            h('li', { 'data-testid': 'running-line', 'data-significant': r.significant ? 'true' : 'false' },
+              'Running anytime-valid interval ', h('span', { 'data-testid': 'running-abs' }, interval(running, abs)),
+              rel ? [' (relative ', h('span', { 'data-testid': 'running-rel', 'data-lo': raw(rel.ci[0]), 'data-hi': raw(rel.ci[1]) }, interval(rel.ci, relPct)), ')'] : null,
+              `, the intersection of every recompute\u2019s; this recompute\u2019s alone ${interval(r.anytime_abs_ci, abs)}. `, why),
+            h('li', { 'data-testid': 'p-line' },
+              `Welch p ${pValue(r.p_value)}, ${corr.name}-adjusted ${pValue(adjP)}; anytime p ${pValue(r.anytime_p_value)}, ${corr.name}-adjusted ${pValue(adjAny)}.`),
+            c ? h('li', { 'data-testid': 'cuped-details' },
+              `CUPED with ${c.covariate}: \u03b8 = ${sig(c.theta, 4)}; adjusted means ${sig(c.control_mean, 4)} and ${sig(c.treatment_mean, 4)} (\u0233 \u2212 \u03b8\u00b7x\u0304: only their difference reads); `,
+              `Welch p ${pValue(c.p_value)}; anytime-valid interval ${interval(c.anytime_abs_ci, abs)} (anytime p ${pValue(c.anytime_p_value)}); `,
+              `standard error ${sig(c.se, 3)} against ${sig(r.se, 3)} plain. Not corrected for multiple comparisons: the significance above is the plain comparison\u2019s.`) : null));
+      }));
+  }
+
   function drawLift(snap) {
+    // Drawn again only when what it shows changed (not on every recompute): hover, focus and
+    // scroll positions stay put while the numbers do.
+    const key = JSON.stringify([snap.lift, snap.primary_metric, snap.analysis_mode, exp.analysis_mode, snap.correction,
+      snap.alpha, snap.metrics, snap.definitions, exp.metrics]);
+    if (panels.liftKey === key) return;
+    panels.liftKey = key;
     const rows = Array.isArray(snap.lift) ? snap.lift : [];
     if (!rows.length) {
       mount(panels.liftBody, h('p', { class: 'muted' }, 'No comparisons yet: the lift table needs exposed units in the control and a treatment.'));
@@ -529,13 +609,19 @@ export async function render(root, [id], ctx) {
     }
     const ordered = [...byMetric].sort(([a], [b]) => (a === snap.primary_metric ? -1 : b === snap.primary_metric ? 1 : 0));
     const mode = snap.analysis_mode || exp.analysis_mode || 'sequential';
+    const corr = correctionOf(snap, rows);
+    const alpha = isNum(snap.alpha) ? snap.alpha : 0.05;
     mount(panels.liftBody,
-      h('p', { class: 'hint' }, mode === 'fixed'
-        ? 'Significant: Holm-adjusted Welch p-value < 0.05 (fixed-horizon analysis: read it once, at the planned sample size).'
-        : 'Significant: Holm-adjusted anytime-valid p-value < 0.05 — safe to watch live, however often you look.',
-        ' Green: better, red: worse (significant); grey: not clear yet. Hover a number for its exact value.'),
+      h('p', { class: 'hint', 'data-testid': 'lift-rule', 'data-mode': mode }, mode === 'fixed'
+        ? `Significant: ${corr.name}-adjusted Welch p-value < ${alpha} (fixed-horizon analysis: read it once, at the planned sample size).`
+        : `Significant: the running anytime-valid interval excludes 0 and the ${corr.name}-adjusted anytime p-value < ${alpha} \u2014 safe to watch live, however often you look; once significant, a comparison stays so.`,
+        ' ', h('span', { 'data-testid': 'lift-correction', 'data-method': corr.method, 'data-across': String(corr.across) },
+          `p-values adjusted with ${corr.name} ${corr.across ? 'over every metric\u2019s comparisons together' : 'over each metric\u2019s treatments'}.`),
+        ' Green: better, red: worse (significant); grey: not clear yet. Hover a number for its exact value; \u201cMore numbers\u201d under a table has the risks, both anytime intervals and the p-values.'),
       ordered.map(([metric, list]) => {
-        const domain = intervalDomain(list);
+        // The forest plot draws the running anytime interval: the one significance follows.
+        const plotted = list.map((r) => ({ ...r, anytime_abs_ci: runningInterval(r) }));
+        const domain = intervalDomain(plotted);
         const stat = (list[0] && list[0].stat) || definitionOf(snap, metric).stat || 'mean';
         const rate = stat === 'mean' && rateMetric(snap, metric);
         const vt = (v) => valueText(v, rate);
@@ -546,7 +632,8 @@ export async function render(root, [id], ctx) {
           h('h3', { class: 'lift-title' }, h('code', null, metric), metric === snap.primary_metric ? h('span', { class: 'tag' }, 'primary') : null,
             h('span', { class: 'muted small' }, list[0] && list[0].goal === 'minimize' ? ' lower is better' : ' higher is better')),
           axisBox,
-          h('div', { class: 'table-wrap' },
+          // Focusable: where the window is too narrow for every column the table scrolls in its box.
+          h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': `Lift of ${metric}: each treatment against control` },
             h('table', { class: 'table lift-table stack', 'data-testid': 'lift-table', 'data-metric': metric },
               h('caption', null, h('code', null, metric), metric === snap.primary_metric ? ' (primary)' : '',
                 stat !== 'mean' ? ` · ${stat} of event values` : rate ? ' · rate' : '',
@@ -558,12 +645,17 @@ export async function render(root, [id], ctx) {
                 h('th', { scope: 'col', class: 'num' }, 'Rel lift', h('br'), h('span', { class: 'th-sub' }, '95% CI')),
                 h('th', { scope: 'col', class: 'num' }, 'Abs lift', h('br'), h('span', { class: 'th-sub' }, '95% CI')),
                 h('th', { scope: 'col', class: 'plot-head' }, 'Interval'),
-                h('th', { scope: 'col', class: 'num' }, 'p-value', h('br'), h('span', { class: 'th-sub' }, 'Holm')),
-                h('th', { scope: 'col', class: 'num' }, 'Anytime CI', h('br'), h('span', { class: 'th-sub' }, 'anytime p')),
-                h('th', { scope: 'col', class: 'num' }, 'Chance', h('br'), h('span', { class: 'th-sub' }, 'to beat')),
+                h('th', { scope: 'col', class: 'num' }, 'p-value', h('br'), h('span', { class: 'th-sub', 'data-testid': 'p-correction', 'data-method': corr.method },
+                  corr.short !== corr.name ? h('abbr', { title: corr.name }, corr.short) : corr.short, '-adjusted')),
+                h('th', { scope: 'col', class: 'num' }, 'Anytime CI', h('br'), h('span', { class: 'th-sub' }, 'running \u00b7 adj. p')),
+                h('th', { scope: 'col', class: 'num', title: 'The chance the treatment beats control; beneath, the risk if you ship it: the expected loss of that choice, as a share of the control mean' },
+                  'Chance', h('br'), h('span', { class: 'th-sub' }, 'to beat \u00b7 risk')),
                 h('th', { scope: 'col' }, 'Significant'))),
-              h('tbody', null, list.map((r) => {
+              h('tbody', null, list.map((r, i) => {
                 const good = isBetter(r);
+                const running = runningInterval(r);
+                const adjP = r.p_value_adjusted ?? r.p_value_holm;
+                const adjAny = r.anytime_p_value_adjusted ?? r.anytime_p_value_holm;
                 const tone = toneOf(r);
                 const dir = r.significant ? (good ? 'better' : 'worse') : 'unclear';
                 const units = (r.metric === snap.primary_metric && rate) ? (snap.metrics[metric] || {}) : null;
@@ -578,17 +670,32 @@ export async function render(root, [id], ctx) {
                     h('div', { class: 'strong' }, relPct(r.rel_lift)), h('div', { class: 'small' }, interval(r.rel_ci, relPct))),
                   h('td', { class: 'num', 'data-label': 'Abs lift (95% CI)', title: `${raw(r.abs_lift)} [${raw(r.abs_ci && r.abs_ci[0])}, ${raw(r.abs_ci && r.abs_ci[1])}]` },
                     h('div', null, abs(r.abs_lift)), h('div', { class: 'muted small' }, interval(r.abs_ci, abs))),
-                  h('td', { class: 'plot-cell', 'data-label': 'Interval' }, intervalPlot(r, domain, { tone, width: 100 })),
-                  h('td', { class: 'num', 'data-label': 'p-value (Holm)', title: `p ${raw(r.p_value)}, adjusted ${raw(r.p_value_adjusted ?? r.p_value_holm)}` },
-                    h('div', null, pValue(r.p_value)), h('div', { class: 'muted small' }, pValue(r.p_value_holm))),
-                  h('td', { class: 'num', 'data-label': 'Anytime CI (p)', title: `anytime ${raw(r.anytime_abs_ci && r.anytime_abs_ci[0])} to ${raw(r.anytime_abs_ci && r.anytime_abs_ci[1])}; p ${raw(r.anytime_p_value)}` },
-                    h('div', { class: 'small' }, interval(r.anytime_abs_ci, abs)), h('div', { class: 'muted small' }, pValue(r.anytime_p_value))),
-                  h('td', { class: 'num', 'data-label': 'Chance to beat', 'data-testid': 'chance-to-beat', title: raw(r.chance_to_beat) }, prob(r.chance_to_beat)),
+                  h('td', { class: 'plot-cell', 'data-label': 'Interval' }, intervalPlot(plotted[i], domain, { tone, width: 100 })),
+                  h('td', { class: 'num', 'data-label': `p-value (${corr.short}-adjusted)`, title: `p ${raw(r.p_value)}, ${corr.name}-adjusted ${raw(adjP)}` },
+                    // One box per cell: stacked on a phone, the two lines stay one column.
+                    h('div', null, h('div', { 'data-testid': 'p-value' }, pValue(r.p_value)), h('div', { class: 'muted small', 'data-testid': 'p-adjusted' }, pValue(adjP)))),
+                  h('td', {
+                    class: 'num', 'data-label': 'Anytime CI, running (adj. p)',
+                    title: `running anytime-valid 95% interval ${raw(running && running[0])} to ${raw(running && running[1])} (this recompute's alone: ${raw(r.anytime_abs_ci && r.anytime_abs_ci[0])} to ${raw(r.anytime_abs_ci && r.anytime_abs_ci[1])}); anytime p ${raw(r.anytime_p_value)}, ${corr.name}-adjusted ${raw(adjAny)}`,
+                  },
+                  h('div', null,
+                    h('div', { class: 'small', 'data-testid': 'anytime-running', 'data-lo': raw(running && running[0]), 'data-hi': raw(running && running[1]) }, interval(running, abs)),
+                    h('div', { class: 'muted small', 'data-testid': 'anytime-p-adjusted' }, pValue(adjAny)))),
+                  h('td', {
+                    class: 'num', 'data-label': 'Chance to beat (risk)',
+                    title: `chance to beat ${raw(r.chance_to_beat)}; risk if you ship ${r.treatment} ${raw(r.risk_treatment)}, if you keep ${r.control} ${raw(r.risk_control)} (expected loss, as a share of the control mean)`,
+                  },
+                  h('div', null,
+                    h('div', { 'data-testid': 'chance-to-beat', 'data-value': raw(r.chance_to_beat) }, prob(r.chance_to_beat)),
+                    h('div', { class: 'muted small', 'data-testid': 'risk-treatment', 'data-value': raw(r.risk_treatment) }, `risk ${riskPct(r.risk_treatment)}`))),
                   h('td', { class: 'sig-cell', 'data-label': 'Significant' }, r.significant
                     ? h('span', { class: `sig sig-${tone}`, 'data-testid': 'significant' }, good ? '✓ Yes, better' : '✓ Yes, worse')
                     : [h('span', { class: 'muted', 'data-testid': 'not-significant' }, 'Not yet'),
                       r.reason ? h('div', { class: 'muted small reason' }, r.reason) : null]));
               })))),
+          // CUPED: the regression-adjusted lift beside the plain one, a line per treatment.
+          list.map((r) => cupedLine(r, abs)),
+          moreNumbers(metric, list, { abs, corr, mode, alpha }),
           // The same treatments over time, from the stored history (kept between snapshots).
           panels.liftHistory.slot(metric));
         // One wide plot: every treatment on the relative-lift axis, zero marked.
