@@ -54,6 +54,12 @@ _COV_EXPOSURE = ('\'","variant":"model_b","covariates":{"pre_sessions":\' .. (u 
                  '\',"pre_revenue":\' .. (u %% 7) .. \'.5},"event_id":"\'')
 assert LUA.count(_PLAIN_EXPOSURE) == 1
 LUA_COV = LUA.replace(_PLAIN_EXPOSURE, _COV_EXPOSURE)
+# --attributes: the exposures also carry two segment attributes (migration 0019).
+_ATTRS = ('\'.5},"attributes":{"country":"c\' .. (u %% 20) .. \'","device":"ios"},'
+          '"event_id":"\'')
+assert _COV_EXPOSURE.count('\'.5},"event_id":"\'') == 1
+LUA_COV_ATTRS = LUA.replace(_PLAIN_EXPOSURE,
+                            _COV_EXPOSURE.replace('\'.5},"event_id":"\'', _ATTRS))
 
 
 def validation() -> None:
@@ -173,8 +179,11 @@ def launch(base: str) -> dict[str, Any]:
     return exp
 
 
-def http_ingest(data_dir: Path) -> None:
-    """Batches of 100 with and without covariates on their exposures, alternated."""
+def http_ingest(data_dir: Path, attributes: bool = False) -> None:
+    """Batches of 100 with and without covariates (and, with `attributes`, two segment
+    attributes) on their exposures, alternated."""
+    lua_with = LUA_COV_ATTRS if attributes else LUA_COV
+    label = "2 covariates, 2 attributes" if attributes else "2 covariates"
     proc, base = litmus_server(data_dir, {"LITMUS_RECOMPUTE_INTERVAL_S": "3600"})
     with_c: list[float] = []
     without: list[float] = []
@@ -183,10 +192,10 @@ def http_ingest(data_dir: Path) -> None:
         exp = launch(base)
         time.sleep(0.5)
         url = base + "/api/v1/events"
-        wrk_rate(url, LUA_COV.replace('"%%d-', '"w-%%d-'), 2)  # warm-up (and a 202 check)
+        wrk_rate(url, lua_with.replace('"%%d-', '"w-%%d-'), 2)  # warm-up (and a 202 check)
         for r in range(HTTP_ROUNDS):
             # The wrk script's ids restart with each run: a tag per round keeps them new.
-            for lua, out in ((LUA_COV, with_c), (LUA, without))[:: 1 if r % 2 == 0 else -1]:
+            for lua, out in ((lua_with, with_c), (LUA, without))[:: 1 if r % 2 == 0 else -1]:
                 tag = f"r{r}{'c' if out is with_c else 'n'}"
                 tagged = lua.replace('"%%d-%%08x%%08x"', f'"{tag}-%%d-%%08x%%08x"')
                 assert tagged != lua
@@ -201,7 +210,7 @@ def http_ingest(data_dir: Path) -> None:
     ratios = [a / b for a, b in zip(with_c, without, strict=True)]
     print(f"http   batch 100, exposures without covariates {statistics.median(without):9.0f} "
           f"ev/s  (baseline; per round " + " ".join(f"{x / 1000:.1f}k" for x in without) + ")")
-    print(f"http   batch 100, exposures with 2 covariates  {statistics.median(with_c):9.0f} "
+    print(f"http   batch 100, exposures with {label}  {statistics.median(with_c):9.0f} "
           f"ev/s  (per round " + " ".join(f"{x / 1000:.1f}k" for x in with_c) + ")")
     print(f"http   ratio with/without per round: {spread(ratios)}  "
           f"({' '.join(f'{x:.3f}' for x in ratios)}; goal >= 0.9)")
@@ -210,28 +219,34 @@ def http_ingest(data_dir: Path) -> None:
           f"{statistics.median(cpu_us[False]):.1f} us, with {statistics.median(cpu_us[True]):.1f} us;"
           f" rate ratio with/without per round: {spread(cpu_ratios)}  "
           f"({' '.join(f'{x:.3f}' for x in cpu_ratios)})")
-    print(f"http   stored exposures with covariates: {stored[0]:,} of {stored[1]:,}", flush=True)
+    print(f"http   stored exposures with covariates: {stored[0]:,} of {stored[1]:,}"
+          + (f", with attributes: {stored[2]:,}" if attributes else ""), flush=True)
+    if attributes:
+        assert stored[2] == stored[0], "the attributes were not stored with the covariates"
 
 
-async def _count_covariates(data_dir: Path, exp_id: str) -> tuple[int, int]:
-    """(exposures stored with covariates, all exposures) of the experiment: the check that the
-    covariates really went through."""
+async def _count_covariates(data_dir: Path, exp_id: str) -> tuple[int, int, int]:
+    """(exposures stored with covariates, all exposures, exposures with attributes) of the
+    experiment: the check that the covariates really went through."""
     import asyncpg
 
     conn = await asyncpg.connect(f"postgresql://postgres:@/postgres?host={(data_dir / 'pg').resolve()}")
     try:
         row = await conn.fetchrow(
-            "SELECT count(covariate_1), count(*) FROM exposures WHERE experiment_id = $1",
+            "SELECT count(covariate_1), count(*), count(attributes) FROM exposures "
+            "WHERE experiment_id = $1",
             uuid.UUID(exp_id))
     finally:
         await conn.close()
     assert row is not None
-    return int(row[0]), int(row[1])
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--attributes", action="store_true",
+                        help="the HTTP part's exposures also carry two segment attributes")
     args = parser.parse_args()
     print("== covariates benchmark (server on core 0, wrk on core 1, embedded PostgreSQL on "
           f"both; load average {os.getloadavg()[0]:.2f})", flush=True)
@@ -244,7 +259,7 @@ def main() -> None:
         asyncio.run(run_migrations(dsn))
         asyncio.run(write_path(dsn))
         if not args.skip_http:
-            http_ingest(Path(tmp) / "http")
+            http_ingest(Path(tmp) / "http", args.attributes)
     print(f"(took {time.monotonic() - t0:.0f} s; load average {os.getloadavg()[0]:.2f})")
 
 
