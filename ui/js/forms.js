@@ -2,6 +2,7 @@
 // settings, and the registry that puts server-side field errors next to the named field.
 
 import { field, h, lockIcon, setFieldError } from './dom.js';
+import { createGuardrailsEditor } from './guardrails.js';
 import { createDefinitionsEditor, createObjectiveEditor } from './metricdefs.js';
 
 /** Maps API field paths (name, bandit.floor, metrics.primary, ...) to field wrappers. */
@@ -135,8 +136,6 @@ export function metadataSection(exp, errors, { keyLocked = false, keyReason = ''
   };
 }
 
-const list = (s) => s.split(',').map((x) => x.trim()).filter(Boolean);
-
 /** A guardrail's metric: guardrails are {metric, margin, action}, or a bare name in older data. */
 export function guardrailName(g) { return typeof g === 'string' ? g : (g && g.metric) || ''; }
 
@@ -148,45 +147,62 @@ export function guardrailText(g) {
 }
 
 /**
- * Primary metric, guardrails, analysis mode and the metric definitions (direction, statistic,
- * cap per metric). The older `minimize` list is read as direction "decrease" and saved as
- * definitions (with an empty `minimize`).
+ * Primary metric, guardrails (one row each: metric, tolerated harm, action), analysis mode and
+ * the metric definitions (direction, statistic, cap per metric). The older `minimize` list is
+ * read as direction "decrease" and saved as definitions (with an empty `minimize`); bare
+ * guardrail names are read as {margin 0, action alert} and saved in the object form.
+ * `guardrailNote`: a sentence on whether the guardrails can change now (settings).
  */
-export function metricsSection(exp, errors, { readOnly = false, onChange = () => {} } = {}) {
+export function metricsSection(exp, errors, { readOnly = false, onChange = () => {}, guardrailNote = '' } = {}) {
   const m = exp.metrics || {};
   const primary = text({ id: 'exp-primary-metric', value: m.primary || 'conversion', class: 'mono', 'data-testid': 'exp-primary-metric', readOnly });
-  // A guardrail is stored as {metric, margin, action}; this field edits the names, and a name
-  // kept keeps its stored margin and action.
-  const storedGuards = new Map((m.guardrails || []).map((g) => [guardrailName(g), g]));
-  const guard = text({ id: 'exp-guardrails', value: [...storedGuards.keys()].join(', '), class: 'mono', placeholder: 'latency_ms, error_rate', 'data-testid': 'exp-guardrails', readOnly });
   const mode = h('select', { id: 'exp-analysis-mode', 'data-testid': 'exp-analysis-mode', disabled: readOnly },
     h('option', { value: 'sequential', selected: (exp.analysis_mode || 'sequential') === 'sequential' }, 'Sequential (anytime-valid: safe to watch live)'),
     h('option', { value: 'fixed', selected: exp.analysis_mode === 'fixed' }, 'Fixed horizon (read once at the planned sample size)'));
-  const defs = createDefinitionsEditor({ metrics: m, readOnly, onChange });
-  for (const c of [primary, guard]) c.addEventListener('input', () => onChange());
+  let guards = null;
+  const known = () => [primary.value.trim() || 'conversion', ...defs.names()];
+  // Which way is bad for a guardrail's metric comes from its definition: the rows say when
+  // their metric has none, and suggest the metrics the form already names.
+  const defs = createDefinitionsEditor({
+    metrics: m, readOnly,
+    onChange: () => { if (guards) { guards.refresh(); guards.setKnownMetrics(known()); } onChange(); },
+  });
+  guards = createGuardrailsEditor({
+    metrics: m, readOnly, onChange,
+    knownMetrics: known(),
+    definitions: () => Object.fromEntries(Object.entries(defs.value()).map(([k, d]) => [k, { direction: d.direction || 'increase' }])),
+  });
+  primary.addEventListener('input', () => { guards.setKnownMetrics(known()); onChange(); });
   const el = h('div', null,
     h('div', { class: 'grid-2' },
       errors.add('metrics.primary', field({ label: 'Primary metric', control: primary, path: 'metrics.primary', hint: 'Conversions count towards "conversion" unless named.' })),
-      errors.add('analysis_mode', field({ label: 'Analysis', control: mode, path: 'analysis_mode' })),
-      errors.add('metrics.guardrails', field({ label: 'Guardrail metrics', control: guard, path: 'metrics.guardrails', hint: 'Comma-separated.' }))),
+      errors.add('analysis_mode', field({ label: 'Analysis', control: mode, path: 'analysis_mode' }))),
+    h('section', { class: 'sub-section', 'aria-labelledby': 'sec-guardrails-editor', 'data-testid': 'guardrails-section' },
+      h('h3', { id: 'sec-guardrails-editor', class: 'sub-head' }, 'Guardrails'),
+      h('p', { class: 'muted' }, 'A guardrail watches a metric for harm: the treatment\u2019s relative change against control in the metric\u2019s bad direction (from its definition below). It trips when that harm is surely above the tolerated harm, and then acts.'),
+      guardrailNote ? h('p', { class: 'hint lock-hint', 'data-testid': 'guardrails-note' }, readOnly ? lockIcon() : null, readOnly ? ' ' : null, guardrailNote) : null,
+      guards.el),
     h('section', { class: 'sub-section', 'aria-labelledby': 'sec-metric-definitions', 'data-testid': 'metric-definitions' },
       h('h3', { id: 'sec-metric-definitions', class: 'sub-head' }, 'Metric definitions'),
       h('p', { class: 'muted' }, 'Which way is good for a metric, the statistic compared (a mean per unit, or a percentile of the event values such as p95 latency) and an optional cap per unit. Colours, chance to beat, the bandit and its constraints all follow these. They can change while the experiment runs.'),
       defs.el));
   errors.add('metrics', el);
+  errors.addHandler((path, msg) => guards.setServerError(path, msg));
   errors.addHandler((path, msg) => defs.setServerError(path, msg));
+  errors.addClearer(() => guards.clearErrors());
   errors.addClearer(() => defs.clearErrors());
   return {
     el,
     /** Every metric this section names: primary, guardrails, defined metrics. */
-    names() { return [primary.value.trim() || 'conversion', ...list(guard.value), ...defs.names()]; },
+    names() { return [primary.value.trim() || 'conversion', ...guards.names(), ...defs.names()]; },
     primary() { return primary.value.trim() || 'conversion'; },
-    problems() { return defs.problems(); },
+    /** Client-side checks of the guardrail and definition rows: the controls to fix. */
+    problems() { return [...guards.problems(), ...defs.problems()]; },
     value() {
       return {
         metrics: {
           primary: primary.value.trim() || 'conversion',
-          guardrails: list(guard.value).map((n) => storedGuards.get(n) ?? n),
+          guardrails: guards.value(),
           minimize: [],
           definitions: defs.value(),
         },

@@ -1,7 +1,7 @@
 // Guardrails in the UI: the banner of a tripped guardrail (results and detail pages), the card
 // with each guardrail's state and interval, a short label for the detail page, and the editor
-// of the settings screen (metric, margin, action per row; server errors at
-// metrics.guardrails[<i>].<key> next to the control they name).
+// of the new-experiment and settings screens (metric, tolerated harm, action per row; server
+// errors at metrics.guardrails[<i>].<key> next to the control they name).
 
 import { alertBox, h, nextId } from './dom.js';
 import { int, interval, signedPct, time } from './format.js';
@@ -66,13 +66,34 @@ export function guardrailCard(snap) {
         h('tbody', null, body))));
 }
 
+/** What each action does when its guardrail trips: one line each, shown under the editor. */
+export const ACTION_HELP = {
+  alert: 'records the trip (results page, audit log, webhook); traffic goes on as before.',
+  pause: 'also pauses the experiment: it serves no variant until someone resumes it with Launch.',
+  rollback: 'also stops the experiment with the control as the winner: everyone in it gets the control, for good.',
+};
+
+/** A stored margin (a fraction: 0.2) as the editor shows it (a percentage: "20"). */
+const pctText = (margin) => String(Math.round((isNum(margin) ? margin : 0) * 1e6) / 1e4);
+
 /**
- * The settings editor: one row per guardrail. `definitions()` (optional) returns the metric
- * definitions currently in the form, so a row can say when its metric has no direction yet.
- * -> {el, value(), names(), problems(), clearErrors(), setServerError(path, msg)}
+ * The guardrail editor of the new-experiment and settings screens: one row per guardrail
+ * (metric, tolerated harm in %, action, remove) and "Add guardrail". The API takes the margin
+ * as a fraction (0.2 = 20%); the editor shows and reads a percentage and converts. A bare
+ * metric name loads as margin 0, action alert; value() always gives the object form.
+ * `definitions()` (optional) returns the metric definitions currently in the form, so a row can
+ * say when its metric has no direction yet; `knownMetrics` fill the metric inputs' suggestions.
+ * -> {el, value(), names(), problems(), clearErrors(), setServerError(path, msg), refresh(), setKnownMetrics(names)}
  */
-export function createGuardrailsEditor({ metrics, readOnly = false, onChange = () => {}, definitions = () => ({}) }) {
+export function createGuardrailsEditor({ metrics, readOnly = false, onChange = () => {}, definitions = () => ({}), knownMetrics = [] }) {
   const rows = [];
+  const listId = nextId('guard-metrics');
+  const datalist = h('datalist', { id: listId });
+  const setKnown = (names) => datalist.replaceChildren(...[...new Set(names)].filter(Boolean).sort().map((n) => h('option', { value: n })));
+  setKnown(knownMetrics);
+  const legendId = nextId('guard-actions');
+  const legend = h('ul', { class: 'hint', id: legendId, style: { margin: '0 0 .6rem' }, 'data-testid': 'guardrail-actions-help' },
+    ACTIONS.map(([v, label]) => h('li', null, h('strong', null, `${label}: `), ACTION_HELP[v])));
   const list = h('div', { class: 'def-rows', 'data-testid': 'guardrail-rows' });
   const empty = h('p', { class: 'muted', 'data-testid': 'no-guardrails' }, 'No guardrails.');
   const addBtn = h('button', { type: 'button', class: 'btn', 'data-testid': 'add-guardrail', hidden: readOnly }, '+ Add guardrail');
@@ -90,33 +111,35 @@ export function createGuardrailsEditor({ metrics, readOnly = false, onChange = (
     const n = row.metric.value.trim();
     const d = n ? (definitions() || {})[n] : null;
     row.dirHint.hidden = !n || !!(d && d.direction);
-    row.dirHint.textContent = n ? `${n} has no definition, so higher is read as better: a fall is the harm. For errors, latency or cost, define it with "Lower is better".` : '';
+    row.dirHint.textContent = n ? `${n} has no metric definition, so higher is read as better and a fall is the harm. For errors, latency or cost, define it below with "Lower is better".` : '';
   }
 
   function makeRow(g) {
     const ids = { m: nextId('gr'), g: nextId('gr'), a: nextId('gr') };
-    const metric = h('input', { type: 'text', id: ids.m, value: g.metric || '', class: 'mono', placeholder: 'error_rate', autocomplete: 'off', spellcheck: 'false', readOnly, 'data-testid': 'guardrail-metric' });
-    const margin = h('input', { type: 'number', id: ids.g, step: 'any', min: 0, value: String(Math.round((g.margin || 0) * 1e6) / 1e4), readOnly, 'data-testid': 'guardrail-margin' });
+    const shown = pctText(g.margin);
+    const metric = h('input', { type: 'text', id: ids.m, value: g.metric || '', class: 'mono', placeholder: 'errors', autocomplete: 'off', spellcheck: 'false', list: listId, readOnly, 'data-testid': 'guardrail-metric' });
+    const margin = h('input', { type: 'number', id: ids.g, step: 'any', min: 0, inputmode: 'decimal', value: shown, readOnly, 'data-testid': 'guardrail-margin' });
     const action = h('select', { id: ids.a, disabled: readOnly, 'data-testid': 'guardrail-action' },
       ACTIONS.map(([v, label]) => h('option', { value: v, selected: (g.action || 'alert') === v }, label)));
     const remove = h('button', { type: 'button', class: 'btn btn-ghost btn-small btn-danger', hidden: readOnly, 'data-testid': 'remove-guardrail' }, 'Remove');
-    const cell = (id, label, control, key, hint) => {
-      const err = h('p', { class: 'field-error', id: `${id}-error`, hidden: true });
-      control.setAttribute('aria-describedby', [hint ? `${id}-hint` : null, `${id}-error`].filter(Boolean).join(' '));
+    const cell = (id, label, control, key, hint, describedBy = []) => {
+      const err = h('p', { class: 'field-error', id: `${id}-error`, 'data-testid': `guardrail-${key}-error`, hidden: true });
+      control.setAttribute('aria-describedby', [...describedBy, hint ? `${id}-hint` : null, `${id}-error`].filter(Boolean).join(' '));
       const el = h('div', { class: 'vcell', 'data-key': key }, h('label', { for: id }, label), control,
         hint ? h('p', { class: 'hint', id: `${id}-hint` }, hint) : null, err);
       return { el, control, err };
     };
     const cells = {
       metric: cell(ids.m, 'Metric', metric, 'metric'),
-      margin: cell(ids.g, 'Margin (%)', margin, 'margin', 'Trip only when the harm is surely above this.'),
-      action: cell(ids.a, 'When it trips', action, 'action'),
+      margin: cell(ids.g, 'Tolerated harm (%)', margin, 'margin', 'Trips only when the harm is surely above this; 0: any sure harm.'),
+      action: cell(ids.a, 'When it trips', action, 'action', null, [legendId]),
     };
-    const dirHint = h('p', { class: 'hint row-hint', 'data-testid': 'guardrail-direction-hint', hidden: true });
+    const dirHint = h('p', { class: 'hint', style: { gridColumn: '1 / -1' }, 'data-testid': 'guardrail-direction-hint', hidden: true });
     const rowErr = h('p', { class: 'field-error row-error', hidden: true });
-    const el = h('div', { class: 'def-row', role: 'group', 'data-testid': 'guardrail-row-editor' },
+    const el = h('div', { class: 'constraint-row', role: 'group', 'data-testid': 'guardrail-row-editor' },
       cells.metric.el, cells.margin.el, cells.action.el, h('div', { class: 'vcell vcell-remove' }, remove), dirHint, rowErr);
-    const row = { el, metric, margin, action, cells, rowErr, remove, dirHint };
+    // An untouched margin is sent back exactly as stored (no round trip through the percentage).
+    const row = { el, metric, margin, action, cells, rowErr, remove, dirHint, stored: { text: shown, margin: isNum(g.margin) ? g.margin : 0 } };
     for (const c of [metric, margin, action]) {
       c.addEventListener(c.tagName === 'SELECT' ? 'change' : 'input', () => { clearRow(row); hintFor(row); onChange(); });
     }
@@ -153,6 +176,15 @@ export function createGuardrailsEditor({ metrics, readOnly = false, onChange = (
     return c ? c.control : r.metric;
   }
 
+  /** The margin to send: the stored one when untouched, else the percentage / 100. */
+  function marginOf(r) {
+    const t = r.margin.value.trim();
+    if (t === r.stored.text) return r.stored.margin;
+    if (t === '') return 0;
+    const v = Number(t);
+    return Number.isFinite(v) ? Math.round(v * 1e4) / 1e6 : t;
+  }
+
   function add(g) {
     const row = makeRow(g);
     rows.push(row);
@@ -162,18 +194,24 @@ export function createGuardrailsEditor({ metrics, readOnly = false, onChange = (
   }
   for (const g of readGuardrails(metrics)) add(g);
   renumber();
-  addBtn.addEventListener('click', () => { add({ metric: '', margin: 0, action: 'pause' }).metric.focus(); onChange(); });
+  addBtn.addEventListener('click', () => { add({ metric: '', margin: 0, action: 'alert' }).metric.focus(); onChange(); });
 
   return {
-    el: h('div', { class: 'guardrails-editor', 'data-testid': 'guardrails-editor' }, empty, list, editorErr, h('div', { class: 'variant-toolbar' }, addBtn)),
+    el: h('div', { class: 'guardrails-editor', 'data-testid': 'guardrails-editor' },
+      legend, empty, list, editorErr, datalist, h('div', { class: 'variant-toolbar' }, addBtn)),
     names() { return rows.map((r) => r.metric.value.trim()).filter(Boolean); },
     /** Re-read the definitions (call when they change) to update the direction hints. */
     refresh() { for (const r of rows) hintFor(r); },
+    /** The metrics the form names (primary, definitions): suggestions for the metric inputs. */
+    setKnownMetrics(names) { setKnown(names); },
     clearErrors() {
       for (const r of rows) clearRow(r);
       editorErr.hidden = true;
     },
-    /** Client-side checks: a metric on every row, none twice, a margin of at least 0. */
+    /**
+     * Client-side checks: a metric on every row, none twice, a margin that is a number. The
+     * margin's bounds are the server's to say (it answers next to the field).
+     */
     problems() {
       const out = [];
       const seen = new Set();
@@ -182,17 +220,12 @@ export function createGuardrailsEditor({ metrics, readOnly = false, onChange = (
         if (!n) out.push(setCell(r, 'metric', 'Enter the metric this guardrail watches (or remove the row)'));
         else if (seen.has(n)) out.push(setCell(r, 'metric', `"${n}" has two guardrails`));
         seen.add(n);
-        const m = r.margin.value.trim() === '' ? 0 : Number(r.margin.value);
-        if (!Number.isFinite(m) || m < 0) out.push(setCell(r, 'margin', 'A margin is a percentage of at least 0'));
+        if (r.margin.validity && r.margin.validity.badInput) out.push(setCell(r, 'margin', 'Enter a number: the tolerated harm in percent (20 for 20%)'));
       }
       return out;
     },
     value() {
-      return rows.filter((r) => r.metric.value.trim()).map((r) => {
-        const t = r.margin.value.trim();
-        const pctValue = t === '' ? 0 : Number(t);
-        return { metric: r.metric.value.trim(), margin: Number.isFinite(pctValue) ? pctValue / 100 : t, action: r.action.value };
-      });
+      return rows.filter((r) => r.metric.value.trim()).map((r) => ({ metric: r.metric.value.trim(), margin: marginOf(r), action: r.action.value }));
     },
     /** metrics.guardrails[<i>].<key> (or metrics.guardrails) -> the message next to that control. */
     setServerError(path, msg) {
@@ -201,8 +234,11 @@ export function createGuardrailsEditor({ metrics, readOnly = false, onChange = (
       if (m[1] === undefined) { editorErr.textContent = msg; editorErr.hidden = false; return rows[0]?.metric || addBtn; }
       const named = rows.filter((r) => r.metric.value.trim());
       const r = named[Number(m[1])];
-      if (!r) { editorErr.textContent = msg; editorErr.hidden = false; return addBtn; }
-      return setCell(r, m[2] || 'metric', msg);
+      if (!r) { editorErr.textContent = `Guardrail ${Number(m[1]) + 1}: ${msg}`; editorErr.hidden = false; return addBtn; }
+      // The server speaks of the margin as a fraction and this field is a percentage: a bound
+      // it names ("less than or equal to 1000") gets the conversion.
+      const text = m[2] === 'margin' && /[1-9]/.test(msg) ? `${msg} (as a fraction: 0.2 = 20%)` : msg;
+      return setCell(r, m[2] || 'metric', text);
     },
   };
 }

@@ -79,7 +79,7 @@ export async function render(root, _params, ctx) {
     if (firstMeta || problems.length || metricProblems.length) {
       errors.showSummary(h('p', null, h('strong', null, 'Fix the marked fields: '),
         [firstMeta ? 'the required fields' : null, problems.length ? `${problems.length} variant problem${problems.length > 1 ? 's' : ''}` : null,
-          metricProblems.length ? 'the metric definitions or the objective' : null].filter(Boolean).join(' and '), '.'));
+          metricProblems.length ? 'the guardrails, metric definitions or objective' : null].filter(Boolean).join(' and '), '.'));
       (firstMeta || (problems[0] && problems[0].control) || metricProblems[0]).focus();
       return;
     }

@@ -95,7 +95,12 @@ export async function render(root, [id], ctx) {
         ? `The allocation (fixed or bandit), and the bandit's reward metric, reward type and goal, cannot change after launch (it is ${upper}): the posteriors so far were built on them.`
         : `The allocation (fixed or bandit) cannot change after launch (it is ${upper}).`,
     });
-    metrics = metricsSection(current, errors, { readOnly, onChange: () => { if (metrics) alloc.setKnownMetrics(metrics.names()); } });
+    // The API takes new guardrails (metrics) until the experiment is stopped; the recompute
+    // arms a changed or removed one again (litmus/services/guardrails.py).
+    const guardrailNote = stopped
+      ? 'Guardrails are locked: the experiment is stopped, so they no longer run and its settings cannot change.'
+      : (launched ? `Guardrails can change while the experiment is ${upper}: changing a guardrail\u2019s tolerated harm or action, or removing it, forgets any trip it had and arms it again at the next recompute.` : '');
+    metrics = metricsSection(current, errors, { readOnly, guardrailNote, onChange: () => { if (metrics) alloc.setKnownMetrics(metrics.names()); } });
     alloc.setKnownMetrics(metrics.names());
 
     errors.addHandler((path) => {
