@@ -273,7 +273,7 @@ def test_define_a_constrained_objective_in_the_forms(ui: Page) -> None:
 
 def test_settings_keep_the_minimize_list_and_guardrail_settings(ui: Page) -> None:
     """An older `minimize` list reads as lower is better; a guardrail's margin and action
-    survive the settings form (it edits the names); an unchanged form sends nothing."""
+    survive the settings form (one row each); an unchanged form sends nothing."""
     server = ui.server
     _, exp = server.api("POST", f"{API}/experiments", {
         "name": "Old style", "description": "minimize list", "owner_team": "search",
@@ -286,12 +286,14 @@ def test_settings_keep_the_minimize_list_and_guardrail_settings(ui: Page) -> Non
     row = page.get_by_role("group", name="Metric definition 1")
     expect(row.get_by_label("Metric", exact=True)).to_have_value("latency_ms")
     expect(row.get_by_label("Direction", exact=True)).to_have_value("decrease")
-    expect(page.get_by_label("Guardrail metrics")).to_have_value("errors, latency_ms")
+    expect(page.get_by_role("group", name="Guardrail 1").get_by_label("Metric", exact=True)).to_have_value("errors")
+    expect(page.get_by_role("group", name="Guardrail 2").get_by_label("Metric", exact=True)).to_have_value("latency_ms")
     page.get_by_test_id("save-settings").click()
     expect(page.get_by_test_id("settings-message")).to_contain_text("Nothing to save")
 
-    # A new guardrail name is added; the stored one keeps its margin and action.
-    page.get_by_label("Guardrail metrics").fill("errors, latency_ms, cost_usd")
+    # A new guardrail is added; the stored one keeps its margin and action.
+    page.get_by_test_id("add-guardrail").click()
+    page.get_by_role("group", name="Guardrail 3").get_by_label("Metric", exact=True).fill("cost_usd")
     page.get_by_test_id("save-settings").click()
     expect(page.get_by_test_id("settings-message")).to_contain_text("Saved")
     _, stored = server.api("GET", f"{API}/experiments/{exp['id']}", expect=200)
