@@ -24,7 +24,15 @@ DELETE FROM guardrail_trips WHERE experiment_id = $1;
 
 -- name: trips_unacted
 -- Trips recorded but never acted on (their leader stopped in between).
-SELECT metric, treatment FROM guardrail_trips WHERE experiment_id = $1 AND acted_at IS NULL;
+SELECT metric, treatment, tripped_at FROM guardrail_trips
+WHERE experiment_id = $1 AND acted_at IS NULL;
+
+-- name: trip_action_taken
+-- Whether a guardrail paused or stopped the experiment since a trip (its leader stopped after
+-- the action and before the trip's audit entry).
+SELECT action FROM experiment_audit
+WHERE experiment_id = $1 AND actor = $2 AND action IN ('pause', 'stop') AND at >= $3
+ORDER BY at LIMIT 1;
 
 -- name: trip_audit
 -- The audit entry of a trip, and the trip marked as acted on, in one statement.

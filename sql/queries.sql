@@ -135,8 +135,15 @@ SELECT count(*) FROM bandit_history WHERE experiment_id = $1;
 -- name: segment_keys
 -- The attribute names the experiment's exposures carry (README, "Segments"): a scan of its
 -- exposures, read on request only.
-SELECT DISTINCT k AS key FROM exposures, LATERAL jsonb_object_keys(attributes) AS k
-WHERE experiment_id = $1 AND attributes IS NOT NULL ORDER BY 1;
+SELECT DISTINCT k AS key FROM exposures e, LATERAL jsonb_object_keys(e.attributes) AS k
+WHERE e.experiment_id = $1 AND e.attributes IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM experiments x JOIN fold_cutoffs c ON c.experiment_id = x.id
+                  WHERE x.id = e.experiment_id AND e.ts > x.stopped_at AND e.ingest_xid >= c.xid)
+ORDER BY 1;
+
+-- name: segment_timeout
+-- The breakdown reads raw events on request: bounded, so that it cannot hold a connection long.
+SELECT set_config('statement_timeout', $1, true);
 
 -- name: segment_aggregates
 -- Per segment of attribute $2 and variant, what the recompute's per-arm tables hold for the
@@ -147,13 +154,18 @@ WHERE experiment_id = $1 AND attributes IS NOT NULL ORDER BY 1;
 -- `rank` numbers the tracked values in that order (1 first).
 -- Rows with metric NULL are the exposures (units, events); the others are a metric's units
 -- with events, events, Σ of unit totals and Σ of squared unit totals, each total capped at
--- the metric's cap ($4 names, $5 caps).
+-- the metric's cap ($4 names, $5 caps). Events after a stopped experiment's pinned cutoff are
+-- left out, by the fold's rule (sql/fold.sql, fold_read_exposures).
 WITH u AS MATERIALIZED (
     SELECT unit_id,
            (array_agg(variant ORDER BY ts, hashtextextended(event_id, 0)))[1] AS variant,
            (array_agg(attributes ->> $2 ORDER BY ts, hashtextextended(event_id, 0)))[1] AS value,
            min(ts) AS first_ts, count(*) AS events
-    FROM exposures WHERE experiment_id = $1 GROUP BY unit_id
+    FROM exposures e WHERE e.experiment_id = $1
+      AND NOT EXISTS (SELECT 1 FROM experiments x JOIN fold_cutoffs c ON c.experiment_id = x.id
+                      WHERE x.id = e.experiment_id AND e.ts > x.stopped_at
+                        AND e.ingest_xid >= c.xid)
+    GROUP BY unit_id
 ), tracked AS (
     SELECT value, row_number() OVER (ORDER BY min(first_ts), value) AS rank
     FROM u WHERE value IS NOT NULL
@@ -164,7 +176,11 @@ WITH u AS MATERIALIZED (
     FROM u LEFT JOIN tracked t ON t.value = u.value
 ), tot AS (
     SELECT unit_id, metric, count(*) AS events, sum(value) AS total
-    FROM metric_events WHERE experiment_id = $1 GROUP BY unit_id, metric
+    FROM metric_events e WHERE e.experiment_id = $1
+      AND NOT EXISTS (SELECT 1 FROM experiments x JOIN fold_cutoffs c ON c.experiment_id = x.id
+                      WHERE x.id = e.experiment_id AND e.ts > x.stopped_at
+                        AND e.ingest_xid >= c.xid)
+    GROUP BY unit_id, metric
 ), caps AS (
     SELECT * FROM unnest($4::text[], $5::float8[]) AS c(metric, cap)
 ), capped AS (

@@ -8,10 +8,11 @@ from typing import Any
 
 import orjson
 
+from litmus.api.schemas import SLUG
+
 MAX_ATTRIBUTES = 5
 MAX_ATTRIBUTE_VALUE = 128
-KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"  # a metric name's form (schemas.SLUG)
-_KEY = re.compile(KEY_PATTERN)
+_KEY = re.compile(SLUG)  # a metric name's form
 KEY_ERROR = ("must be an attribute name: lower-case letters, digits, '_' or '-', starting with "
              "a letter or digit, at most 64 characters")
 

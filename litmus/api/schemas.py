@@ -381,7 +381,10 @@ class UnitsQuery(Strict):
     metric: Slug
 
 
-class ResultsQuery(Strict):
+class ResultsQuery(BaseModel):
+    # Other query parameters are ignored, as they were before `segment` existed (a cache
+    # buster must not turn into a 422).
+    model_config = ConfigDict(extra="ignore")
     segment: Slug | None = Field(default=None, description=(
         "An exposure attribute: add the results of each of its segments (exploratory)"))
 

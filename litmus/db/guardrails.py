@@ -60,7 +60,14 @@ async def audit_trip(conn: Connection, exp_id: str, actor: str, trip: Trip,
                        trip.treatment, trip.metric)
 
 
-async def unacted_trips(conn: Connection, exp_id: str) -> set[tuple[str, str]]:
-    """(metric, treatment) of the trips recorded but never acted on."""
-    return {(r["metric"], r["treatment"])
+async def unacted_trips(conn: Connection, exp_id: str) -> dict[tuple[str, str], datetime]:
+    """(metric, treatment) -> when it tripped, of the trips recorded but never acted on."""
+    return {(r["metric"], r["treatment"]): r["tripped_at"]
             for r in await conn.fetch(q("trips_unacted"), uuid.UUID(exp_id))}
+
+
+async def action_taken(conn: Connection, exp_id: str, actor: str, since: datetime) -> str | None:
+    """"pause" or "stop" when `actor` paused or stopped the experiment at or after `since`."""
+    found: str | None = await conn.fetchval(q("trip_action_taken"), uuid.UUID(exp_id), actor,
+                                            since)
+    return found

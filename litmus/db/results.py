@@ -14,12 +14,15 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+import asyncpg
+
 from litmus.core.bandit import BanditState
 from litmus.core.snapshot import MetricAgg
 from litmus.core.times import iso
 from litmus.core.unitfold import HOURLY_SLOT_S
 from litmus.db.queries import query
 from litmus.db.types import Connection, Pool
+from litmus.errors import Unavailable
 
 q = partial(query, "queries")
 
@@ -157,17 +160,34 @@ class SegmentRow:
     agg: MetricAgg
 
 
-async def segment_keys(conn: Pool | Connection, exp_id: str) -> list[str]:
+SEGMENT_TIMEOUT_S = 60
+
+
+async def _bounded(pool: Pool, name: str, *args: Any) -> list[asyncpg.Record]:
+    """A breakdown query under a statement timeout: the events tables are indexed for the
+    append path, so these reads scan them; past the bound the caller gets a clear 503."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(q("segment_timeout"), f"{SEGMENT_TIMEOUT_S}s")
+        try:
+            return list(await conn.fetch(q(name), *args))
+        except asyncpg.QueryCanceledError:
+            raise Unavailable(
+                f"the segment breakdown read the raw events for more than {SEGMENT_TIMEOUT_S} "
+                "s and was stopped: try again when the database is less busy",
+                retry_after=SEGMENT_TIMEOUT_S) from None
+
+
+async def segment_keys(pool: Pool, exp_id: str) -> list[str]:
     """The attribute names this experiment's exposures carry."""
-    return [r["key"] for r in await conn.fetch(q("segment_keys"), uuid.UUID(exp_id))]
+    return [r["key"] for r in await _bounded(pool, "segment_keys", uuid.UUID(exp_id))]
 
 
-async def segment_aggregates(conn: Pool | Connection, exp_id: str, key: str, tracked: int,
+async def segment_aggregates(pool: Pool, exp_id: str, key: str, tracked: int,
                              caps: dict[str, float]) -> list[SegmentRow]:
     """Per segment of attribute `key` (its first `tracked` values; the rest `other`) and
     variant, the exposures and each metric's aggregates, from the raw events."""
-    rows = await conn.fetch(q("segment_aggregates"), uuid.UUID(exp_id), key, tracked,
-                            list(caps), list(caps.values()))
+    rows = await _bounded(pool, "segment_aggregates", uuid.UUID(exp_id), key, tracked,
+                          list(caps), list(caps.values()))
     return [SegmentRow(r["value"], r["rank"], r["other"], r["variant"], r["metric"],
                        MetricAgg(count=int(r["events"]), units=int(r["units"]),
                                  sum=float(r["sum"]), sum_sq=max(float(r["sum_sq"]), 0.0)))

@@ -145,14 +145,22 @@ class Guardrails:
         if stale:
             await db.forget_trips(conn, exp.id, stale)
             recorded = {k: t for k, t in recorded.items() if t.metric not in stale}
-        # A trip recorded by a leader that stopped before acting on it: act now (a running
-        # experiment), or record that it was not acted on (a person paused or stopped it since).
-        for key in sorted(await db.unacted_trips(conn, exp.id) if recorded else ()):
+        # A trip recorded by a leader that stopped before its audit entry: if that leader's
+        # pause or stop went through, only the report was lost (audit and alert now); else act
+        # now on a running experiment, or record that it was not acted on (a person paused or
+        # stopped it since).
+        unacted = await db.unacted_trips(conn, exp.id) if recorded else {}
+        for key, tripped in sorted(unacted.items()):
             trip = recorded.get(key)
             if trip is None:
                 continue
             direction = definitions.get(trip.metric, DEFAULT_DEFINITION).direction
-            if exp.status == "running":
+            taken = await db.action_taken(conn, exp.id, ACTOR, tripped)
+            if taken is not None:
+                done = "paused" if taken == "pause" else "stopped with the control as winner"
+                await self._report(conn, exp, trip, direction, done,
+                                   "paused" if taken == "pause" else "stopped")
+            elif exp.status == "running":
                 log.warning("guardrail %s on %s tripped at %s and was never acted on: acting now",
                             trip.metric, exp.key, trip.tripped_at)
                 status = await self._act(conn, exp, trip, direction)
@@ -205,6 +213,13 @@ class Guardrails:
             with contextlib.suppress(Exception):
                 await db.forget_trip(conn, exp.id, trip.treatment, trip.metric)
             raise
+        await self._report(conn, exp, trip, direction, outcome, status)
+        return status
+
+    async def _report(self, conn: Connection, exp: Experiment, trip: Trip, direction: str,
+                      outcome: str, status: str | None) -> None:
+        """Audit (which marks the trip acted on), count and alert."""
+        message = describe(trip, direction)
         await db.audit_trip(conn, exp.id, ACTOR, trip, {"message": message})
         prom.guardrail_tripped(exp.key, trip.metric, trip.action)
         if self.webhook is not None:
@@ -220,7 +235,6 @@ class Guardrails:
                 "status": status or exp.status,
                 "message": message,
             })
-        return status
 
     async def close(self) -> None:
         """Stop pending webhook deliveries."""

@@ -240,7 +240,7 @@ class Recompute:
         await self.guardrails.apply(conn, exp, res.snapshot, metrics, exposures, sketches, now)
         anytime = {f"{m}/{t}": p for (m, t), p in res.anytime_p.items()}
         await db.save_snapshot(conn, exp.id, now, res.snapshot, anytime)
-        lift_rows = lift_point(res.snapshot)
+        lift_rows = lift_point(res.snapshot) if exp.status == "running" else []
         if lift_rows:
             # Lift over time: one point per timeline bucket, the bucket's latest estimate.
             await db.save_lift_point(conn, exp.id, history_bucket(now, bucket), now, lift_rows)

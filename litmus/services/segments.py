@@ -86,7 +86,10 @@ async def segment_results(pool: Pool, exp: Experiment, key: str,
         res = build_results(exp, computed_at=computed_at, exposures=exposures, metrics=metrics,
                             weights=weights, minimize_metrics=minimize)
         snap = res.snapshot
-        lift = [row for row in snap["lift"] if row["metric"] not in quantile]
+        # Per segment: no CUPED (the covariate sums are kept for the whole experiment only)
+        # and no running interval (each breakdown is one look).
+        lift = [{k: v for k, v in row.items() if k != "cuped"}
+                for row in snap["lift"] if row["metric"] not in quantile]
         segments.append({
             "kind": kind, "value": value,
             "units": sum(u for u, _ in exposures.values()),

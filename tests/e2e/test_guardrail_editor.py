@@ -173,7 +173,7 @@ def test_settings_edit_a_bare_name_guardrail_and_show_the_servers_margin_error(
 
     # A negative margin: the server's 422 names metrics.guardrails[0].margin, and its message
     # shows under that input (marked invalid, focused); nothing is saved.
-    status, refused = server.api("PATCH", f"{API}/experiments/{exp_id}", {
+    _, refused = server.api("PATCH", f"{API}/experiments/{exp_id}", {
         "metrics": {"guardrails": [{"metric": "errors", "margin": -0.05, "action": "pause"}]}}, expect=422)
     server_message = refused["error"]["fields"]["metrics.guardrails[0].margin"]
     assert "greater than or equal to 0" in server_message, refused

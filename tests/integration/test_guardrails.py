@@ -435,3 +435,43 @@ async def test_a_trip_whose_leader_stopped_before_acting_is_acted_on_by_the_next
     [trip] = [e for e in await history(app_client, other["id"]) if e["action"] == "guardrail_trip"]
     assert trip["changes"]["outcome"].startswith("not acted on: the experiment was paused")
     assert await db.fetchval("SELECT count(*) FROM guardrail_trips WHERE acted_at IS NULL") == 0
+
+
+async def test_a_leader_that_stopped_after_pausing_but_before_reporting_is_reported_once(
+        app_client: TestClient, db: asyncpg.Connection, receiver: Receiver,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pause went through and the leader died before the trip's audit entry and alert:
+    the next recompute audits and alerts it as paused (not "not acted on"), once, and pauses
+    nothing again after a person resumes."""
+    from litmus.services.guardrails import Guardrails
+
+    exp = await launched(app_client, variants=TWO, metrics={
+        "primary": "conversion", "definitions": ERRORS,
+        "guardrails": [{"metric": "errors", "action": "pause"}]})
+    await seed_errors(db, exp["id"], (0.01, 0.08), 4000)
+    real_report = Guardrails._report
+
+    async def dies(*args: Any, **kw: Any) -> Any:
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(Guardrails, "_report", dies)
+    with pytest.raises(asyncio.CancelledError):
+        await app_client.app[RECOMPUTE].tick()
+    monkeypatch.setattr(Guardrails, "_report", real_report)
+    assert (await get(app_client, exp["id"]))["status"] == "paused"
+    assert [e["action"] for e in await history(app_client, exp["id"])
+            if e["actor"] == "guardrail"] == ["pause"]
+    await app_client.app[RECOMPUTE].tick()
+    entries = [e for e in await history(app_client, exp["id"]) if e["actor"] == "guardrail"]
+    assert sorted(e["action"] for e in entries) == ["guardrail_trip", "pause"]
+    [trip] = [e for e in entries if e["action"] == "guardrail_trip"]
+    assert "outcome" not in trip["changes"]  # an ordinary trip entry, not "not acted on"
+    await app_client.app[RECOMPUTE].guardrails.webhook.drain()
+    [post] = receiver.posts
+    assert post["outcome"] == "paused" and post["status"] == "paused"
+    # A person resumes: the trip is reported and acted on; nothing pauses it again.
+    resp = await app_client.post(f"{EXP}/{exp['id']}/launch", headers=ADMIN)
+    assert resp.status == 200
+    await app_client.app[RECOMPUTE].tick()
+    assert (await get(app_client, exp["id"]))["status"] == "running"
+    assert await db.fetchval("SELECT count(*) FROM guardrail_trips WHERE acted_at IS NULL") == 0

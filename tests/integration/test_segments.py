@@ -193,3 +193,34 @@ async def test_bad_segments_and_attributes_are_refused_and_store_nothing(
     await c.app[RECOMPUTE].tick()
     snap = await get(c, base + "/results")
     assert snap["exposures"]["total_units"] == 1  # only "ok"
+
+
+async def test_events_after_a_stop_are_left_out_as_the_fold_leaves_them_out(
+        app_client: TestClient) -> None:
+    """After a stop with a winner every unit gets the winner; the fold leaves those events out
+    of the analysis, and so does the breakdown: segments still add up to the snapshot's units
+    and keep their numbers."""
+    c = app_client
+    exp = await launched(c, key="seg", variants=ARMS, metrics=METRICS)
+    rng = np.random.default_rng(8)
+    await send(c, [e for i in range(600) for e in unit_events("seg", i, rng)])
+    await c.app[RECOMPUTE].tick()
+    base = f"/api/v1/experiments/{exp['id']}"
+    before = (await get(c, base + "/results?segment=country"))["segments"]
+    resp = await c.post(f"{base}/stop", json={"winner": "model_b"}, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    await c.app[RECOMPUTE].tick()  # pins the stop for the fold
+    late = [{"type": "exposure", "experiment": "seg", "unit_id": f"late{i}",
+             "variant": "model_b", "attributes": {"country": "DE"}} for i in range(300)]
+    late += [{"type": "metric", "experiment": "seg", "unit_id": f"late{i}", "metric": "revenue",
+              "value": 100.0} for i in range(300)]
+    await send(c, late)
+    await c.app[RECOMPUTE].tick()
+    out = await get(c, base + "/results?segment=country")
+    assert out["exposures"]["total_units"] == 600
+    after = out["segments"]
+    assert sum(s["units"] for s in after["segments"]) == 600
+    assert [(s["value"], s["units"]) for s in after["segments"]] == [
+        (s["value"], s["units"]) for s in before["segments"]]
+    for a, b in zip(after["segments"], before["segments"], strict=True):
+        assert [pick(r) for r in a["lift"]] == approx([pick(r) for r in b["lift"]])

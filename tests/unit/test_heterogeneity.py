@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from litmus.core.stats import REASON_FEW_SEGMENTS, cochran_q
+from litmus.core.models import ArmStats
+from litmus.core.stats import REASON_FEW_SEGMENTS, cochran_q, welch
 
 meta = pytest.importorskip("statsmodels.stats.meta_analysis")
 
@@ -50,3 +51,27 @@ def test_false_positive_rate_under_a_common_effect_is_nominal() -> None:
     shifted = [cochran_q((np.array([0.3, 0.3, 0.3, 0.3, 0.6]) + rng.normal(0, se)).tolist(),
                          se.tolist()).p_value for _ in range(500)]
     assert sum(p is not None and p < 0.05 for p in shifted) / 500 > 0.9
+
+
+@pytest.mark.parametrize("units", [400, 60])
+def test_on_welch_lifts_from_unit_data_the_false_positive_rate_stays_near_nominal(
+        units: int) -> None:
+    """As the breakdown uses it: per segment, Welch's lift and se from each arm's unit sums
+    (estimated variances, not known ones), 5 segments with one common effect on a 10% rate,
+    2,000 replications: the rate is within 3.5–6.5% (binomial 3-sigma band) with 400 units per
+    arm and segment and with 60 (about 6 conversions an arm). Measured: 4.5% and 4.95%."""
+    rng = np.random.default_rng(units)
+    reps, k = 2000, 5
+    rejected = 0
+    for _ in range(reps):
+        est, ses = [], []
+        for _ in range(k):
+            c = rng.random(units) < 0.10
+            t = rng.random(units) < 0.12
+            w = welch(ArmStats(units, float(c.sum()), float(c.sum())),
+                      ArmStats(units, float(t.sum()), float(t.sum())))
+            est.append(w.abs_lift)
+            ses.append(w.se)
+        p = cochran_q(est, ses).p_value
+        rejected += p is not None and p < 0.05
+    assert 0.035 <= rejected / reps <= 0.065, rejected / reps

@@ -18,7 +18,7 @@ import { isBetter } from './verdict.js';
 const isNum = (x) => typeof x === 'number' && Number.isFinite(x);
 
 /** The breakdown (and, while none is seen, the attribute list) is read again at most this often. */
-export const REFRESH_MS = 30000;
+export const REFRESH_MS = 60000;
 
 /** A segment's name for reading: its value, "Other (values past the first 50)" or "Not set". */
 export function segmentLabel(seg, tracked = 50) {
@@ -54,8 +54,7 @@ function dataSignature(snap) {
 export function createSegments({ getExp, metricOrder = () => [], isRate = () => false, valueText = (v) => sig(v, 4) }) {
   let snap = null;
   let segKeys = null; // the attributes seen, once read
-  let keysAt = 0;
-  let keysSig = '';
+  let keysTried = false;
   let keysBusy = false;
   let chosen = '';
   let answer = null; // {key, body (the `segments` object), at (ms), sig}
@@ -83,7 +82,7 @@ export function createSegments({ getExp, metricOrder = () => [], isRate = () => 
     out);
   const hint = h('p', { class: 'hint segments-hint', 'data-testid': 'segments-hint', hidden: true },
     'Lift by segment: send up to 5 string attributes with each exposure (',
-    h('code', null, '"attributes": {"country": "DE"}'), ') to break these results down by country, device and the like.');
+    h('code', null, '"attributes": {"country": "DE"}'), ') to break these results down by country, device and the like; reload this page once they arrive.');
 
   select.addEventListener('change', () => {
     chosen = select.value;
@@ -109,14 +108,12 @@ export function createSegments({ getExp, metricOrder = () => [], isRate = () => 
   async function loadKeys() {
     if (keysBusy || stopped) return;
     keysBusy = true;
-    keysSig = dataSignature(snap);
     try {
       const body = await experiments.segmentKeys(getExp().id, { prompt: false });
       if (!stopped) setKeys(Array.isArray(body && body.keys) ? body.keys.map(String) : []);
     } catch {
-      // The list is read again with new data (or Refresh); until then no breakdown is offered.
+      // Refresh reads the list again; until then no breakdown is offered.
     } finally {
-      keysAt = Date.now();
       keysBusy = false;
     }
   }
@@ -299,8 +296,8 @@ export function createSegments({ getExp, metricOrder = () => [], isRate = () => 
   function update(next) {
     snap = next;
     if (stopped) return;
-    if (segKeys === null) loadKeys();
-    else if (!segKeys.length && Date.now() - keysAt >= REFRESH_MS && dataSignature(snap) !== keysSig) loadKeys();
+    // The attributes are read once per page (the read scans raw events); Refresh reads them again.
+    if (segKeys === null && !keysTried) { keysTried = true; loadKeys(); }
     if (answer && answer.key === chosen) setStatus(statusText());
     schedule();
   }
