@@ -352,6 +352,10 @@ async def test_real_answers_conform_to_the_document(client: TestClient) -> None:
                 headers=ADMIN)
     await _call(c, seen, "results.history", "GET",
                 f"/api/v1/experiments/{eid}/results/history", headers=ADMIN)
+    await _call(c, seen, "results.segment_keys", "GET",
+                f"/api/v1/experiments/{eid}/results/segments", headers=ADMIN)
+    await _call(c, seen, "results.get", "GET", f"/api/v1/experiments/{eid}/results?segment=country",
+                headers=ADMIN)  # 422: no exposure carries it
     await _call(c, seen, "experiments.pause", "POST", f"/api/v1/experiments/{eid}/pause",
                 headers=ADMIN)
     await _call(c, seen, "experiments.stop", "POST", f"/api/v1/experiments/{eid}/stop",
@@ -380,6 +384,7 @@ async def test_real_answers_conform_to_the_document(client: TestClient) -> None:
                           ("client.assign", 404), ("client.assign", 401),
                           ("client.assign.batch", 413), ("results.get", 200),
                           ("results.csv", 200), ("results.history", 200),
+                          ("results.segment_keys", 200), ("results.get", 422),
                           ("client.events.exposure", 202)]:
         assert (route, status) in seen, (route, status)
 
