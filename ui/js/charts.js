@@ -143,6 +143,29 @@ function timeLabel(ms) {
  * series: [{key, label, color, points: [{t: ms, y}]}]; yMin/yMax fix the y domain;
  * threshold draws a dashed horizontal line.
  */
+/**
+ * The axes of a chart over time: a gridline and label per y tick, up to `maxTicks` time labels
+ * (one per `tickWidth` px, the first and last flush with the plot's edges) and the base line.
+ */
+export function timeAxes({ m, iw, ih, x, y, yTicks, yFormat, t0, t1, maxTicks, tickWidth, tFormat }) {
+  const axis = s('g', { class: 'axis' });
+  for (const v of yTicks) {
+    axis.append(
+      s('line', { x1: m.left, x2: m.left + iw, y1: y(v), y2: y(v), class: 'gridline' }),
+      s('text', { x: m.left - 6, y: y(v), 'text-anchor': 'end', 'dominant-baseline': 'middle' }, yFormat(v)),
+    );
+  }
+  const nx = Math.max(2, Math.min(maxTicks, Math.floor(iw / tickWidth)));
+  for (let i = 0; i < nx; i += 1) {
+    const t = t0 + ((t1 - t0) * i) / (nx - 1);
+    axis.appendChild(s('text', {
+      x: x(t), y: m.top + ih + 18, 'text-anchor': i === 0 ? 'start' : i === nx - 1 ? 'end' : 'middle',
+    }, tFormat(t)));
+  }
+  axis.appendChild(s('line', { x1: m.left, x2: m.left + iw, y1: m.top + ih, y2: m.top + ih, class: 'axis-line' }));
+  return axis;
+}
+
 export function renderLineChart(container, {
   series, yMin = null, yMax = null, yFormat = (v) => String(v), ariaLabel = 'Line chart',
   threshold = null, thresholdLabel = '', height = 220, testid,
@@ -177,22 +200,9 @@ export function renderLineChart(container, {
     if (y1 <= y0) { y1 = y0 + 1; }
     const x = (t) => m.left + ((t - t0) / (t1 - t0)) * iw;
     const y = (v) => m.top + ih - ((v - y0) / (y1 - y0)) * ih;
-    const axis = s('g', { class: 'axis' });
-    for (const v of niceTicks(y0, y1, 5)) {
-      axis.append(
-        s('line', { x1: m.left, x2: m.left + iw, y1: y(v), y2: y(v), class: 'gridline' }),
-        s('text', { x: m.left - 6, y: y(v), 'text-anchor': 'end', 'dominant-baseline': 'middle' }, yFormat(v)),
-      );
-    }
-    const nx = Math.max(2, Math.min(5, Math.floor(iw / 110)));
-    for (let i = 0; i < nx; i += 1) {
-      const t = t0 + ((t1 - t0) * i) / (nx - 1);
-      axis.appendChild(s('text', {
-        x: x(t), y: m.top + ih + 18, 'text-anchor': i === 0 ? 'start' : i === nx - 1 ? 'end' : 'middle',
-      }, timeLabel(t)));
-    }
-    axis.appendChild(s('line', { x1: m.left, x2: m.left + iw, y1: m.top + ih, y2: m.top + ih, class: 'axis-line' }));
-    svg.appendChild(axis);
+    svg.appendChild(timeAxes({
+      m, iw, ih, x, y, yTicks: niceTicks(y0, y1, 5), yFormat, t0, t1, maxTicks: 5, tickWidth: 110, tFormat: timeLabel,
+    }));
     if (isNum(threshold) && threshold >= y0 && threshold <= y1) {
       svg.append(
         s('line', { x1: m.left, x2: m.left + iw, y1: y(threshold), y2: y(threshold), class: 'threshold' }),

@@ -12,7 +12,7 @@
 // aria-label that says what it shows, hover titles per point, and the latest points as a table.
 
 import { ApiError, experiments } from './api.js';
-import { colorFor, legendItem, niceTicks, responsive } from './charts.js';
+import { colorFor, legendItem, niceTicks, responsive, timeAxes } from './charts.js';
 import { h, nextId, s } from './dom.js';
 import { dateTime, int, interval, relPct } from './format.js';
 
@@ -149,20 +149,10 @@ function drawChart(plot, width, data, { metric, ariaLabel }) {
   const clipId = nextId('lh-clip');
   svg.appendChild(s('defs', null, s('clipPath', { id: clipId }, s('rect', { x: m.left, y: m.top, width: iw, height: ih }))));
 
-  const axis = s('g', { class: 'axis' });
-  for (const v of niceTicks(lo, hi, ih < 170 ? 4 : 5)) {
-    axis.append(
-      s('line', { x1: m.left, x2: m.left + iw, y1: y(v), y2: y(v), class: 'gridline' }),
-      s('text', { x: m.left - 6, y: y(v), 'text-anchor': 'end', 'dominant-baseline': 'middle' }, relPct(v)),
-    );
-  }
-  const nx = Math.max(2, Math.min(6, Math.floor(iw / 105)));
-  for (let i = 0; i < nx; i += 1) {
-    const t = t0 + ((t1 - t0) * i) / (nx - 1);
-    axis.appendChild(s('text', { x: x(t), y: m.top + ih + 18, 'text-anchor': i === 0 ? 'start' : i === nx - 1 ? 'end' : 'middle' }, timeTick(t, t1 - t0)));
-  }
-  axis.appendChild(s('line', { x1: m.left, x2: m.left + iw, y1: m.top + ih, y2: m.top + ih, class: 'axis-line' }));
-  svg.appendChild(axis);
+  svg.appendChild(timeAxes({
+    m, iw, ih, x, y, yTicks: niceTicks(lo, hi, ih < 170 ? 4 : 5), yFormat: relPct, t0, t1,
+    maxTicks: 6, tickWidth: 105, tFormat: (t) => timeTick(t, t1 - t0),
+  }));
 
   // Bands first, then zero, then the lines, the dots and the hover strips on top.
   const bands = s('g', { 'clip-path': `url(#${clipId})` });
