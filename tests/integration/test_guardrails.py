@@ -356,28 +356,43 @@ async def test_changing_or_removing_a_guardrail_re_arms_it(
     assert len(receiver.posts) == 2
 
 
+async def tick_failing_in(app_client: TestClient, monkeypatch: pytest.MonkeyPatch, owner: Any,
+                          name: str, exc: BaseException) -> None:
+    """One recompute during which `owner.name` raises `exc` (the only fault injected), which
+    the tick lets out; `owner.name` is itself again afterwards."""
+    real = getattr(owner, name)
+
+    async def fails(*args: Any, **kw: Any) -> Any:
+        raise exc
+
+    monkeypatch.setattr(owner, name, fails)
+    with pytest.raises(type(exc)):
+        await app_client.app[RECOMPUTE].tick()
+    monkeypatch.setattr(owner, name, real)
+
+
+async def guarded(app_client: TestClient, db: asyncpg.Connection, action: str = "pause",
+                  key: str = "ranker") -> dict[str, Any]:
+    """A launched experiment whose errors guardrail trips at the next recompute."""
+    exp = await launched(app_client, key=key, variants=TWO, metrics={
+        "primary": "conversion", "definitions": ERRORS,
+        "guardrails": [{"metric": "errors", "action": action}]})
+    await seed_errors(db, exp["id"], (0.01, 0.08), 4000, prefix=key)
+    return exp
+
+
 async def test_an_action_that_fails_is_decided_again_at_the_next_recompute(
         app_client: TestClient, db: asyncpg.Connection, receiver: Receiver,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from litmus.services import experiments as service
 
-    exp = await launched(app_client, variants=TWO, metrics={
-        "primary": "conversion", "definitions": ERRORS,
-        "guardrails": [{"metric": "errors", "action": "pause"}]})
-    await seed_errors(db, exp["id"], (0.01, 0.08), 4000)
-    real_pause = service.pause
-
-    async def failing_pause(*args: Any, **kw: Any) -> Any:
-        raise ConnectionResetError("the database went away mid-pause")
-
-    # The database fails under the pause (the only fault injected: the pause call itself).
-    monkeypatch.setattr(service, "pause", failing_pause)
-    with pytest.raises(ConnectionResetError):  # the loop reports it as an outage and goes on
-        await app_client.app[RECOMPUTE].tick()
+    exp = await guarded(app_client, db)
+    # The database fails under the pause; the loop reports it as an outage and goes on.
+    await tick_failing_in(app_client, monkeypatch, service, "pause",
+                          ConnectionResetError("the database went away mid-pause"))
     assert (await get(app_client, exp["id"]))["status"] == "running"
     assert await db.fetchval("SELECT count(*) FROM guardrail_trips") == 0
     assert not [e for e in await history(app_client, exp["id"]) if e["actor"] == "guardrail"]
-    monkeypatch.setattr(service, "pause", real_pause)
     await app_client.app[RECOMPUTE].tick()
     assert (await get(app_client, exp["id"]))["status"] == "paused"
     assert sorted(e["action"] for e in await history(app_client, exp["id"])
@@ -395,21 +410,11 @@ async def test_a_trip_whose_leader_stopped_before_acting_is_acted_on_by_the_next
     is audited as not acted on and pauses nothing."""
     from litmus.services.guardrails import Guardrails
 
-    exp = await launched(app_client, variants=TWO, metrics={
-        "primary": "conversion", "definitions": ERRORS,
-        "guardrails": [{"metric": "errors", "action": "pause"}]})
-    await seed_errors(db, exp["id"], (0.01, 0.08), 4000)
-    real_act = Guardrails._act
-
-    async def dies(*args: Any, **kw: Any) -> Any:
-        raise asyncio.CancelledError  # the process went away between recording and acting
-
-    monkeypatch.setattr(Guardrails, "_act", dies)
-    with pytest.raises(asyncio.CancelledError):
-        await app_client.app[RECOMPUTE].tick()
+    exp = await guarded(app_client, db)
+    # The process goes away between recording the trip and acting on it.
+    await tick_failing_in(app_client, monkeypatch, Guardrails, "_act", asyncio.CancelledError())
     assert await db.fetchval("SELECT count(*) FROM guardrail_trips WHERE acted_at IS NULL") == 1
     assert (await get(app_client, exp["id"]))["status"] == "running"
-    monkeypatch.setattr(Guardrails, "_act", real_act)
     await app_client.app[RECOMPUTE].tick()
     assert (await get(app_client, exp["id"]))["status"] == "paused"
     assert sorted(e["action"] for e in await history(app_client, exp["id"])
@@ -420,14 +425,8 @@ async def test_a_trip_whose_leader_stopped_before_acting_is_acted_on_by_the_next
     assert len(receiver.posts) == 1
 
     # A trip left unacted, then a person pauses: audited as not acted on, nothing paused again.
-    other = await launched(app_client, key="other", variants=TWO, metrics={
-        "primary": "conversion", "definitions": ERRORS,
-        "guardrails": [{"metric": "errors", "action": "rollback"}]})
-    await seed_errors(db, other["id"], (0.01, 0.08), 4000, prefix="o")
-    monkeypatch.setattr(Guardrails, "_act", dies)
-    with pytest.raises(asyncio.CancelledError):
-        await app_client.app[RECOMPUTE].tick()
-    monkeypatch.setattr(Guardrails, "_act", real_act)
+    other = await guarded(app_client, db, action="rollback", key="other")
+    await tick_failing_in(app_client, monkeypatch, Guardrails, "_act", asyncio.CancelledError())
     resp = await app_client.post(f"{EXP}/{other['id']}/pause", headers=ADMIN)
     assert resp.status == 200
     await app_client.app[RECOMPUTE].tick()
@@ -445,19 +444,8 @@ async def test_a_leader_that_stopped_after_pausing_but_before_reporting_is_repor
     nothing again after a person resumes."""
     from litmus.services.guardrails import Guardrails
 
-    exp = await launched(app_client, variants=TWO, metrics={
-        "primary": "conversion", "definitions": ERRORS,
-        "guardrails": [{"metric": "errors", "action": "pause"}]})
-    await seed_errors(db, exp["id"], (0.01, 0.08), 4000)
-    real_report = Guardrails._report
-
-    async def dies(*args: Any, **kw: Any) -> Any:
-        raise asyncio.CancelledError
-
-    monkeypatch.setattr(Guardrails, "_report", dies)
-    with pytest.raises(asyncio.CancelledError):
-        await app_client.app[RECOMPUTE].tick()
-    monkeypatch.setattr(Guardrails, "_report", real_report)
+    exp = await guarded(app_client, db)
+    await tick_failing_in(app_client, monkeypatch, Guardrails, "_report", asyncio.CancelledError())
     assert (await get(app_client, exp["id"]))["status"] == "paused"
     assert [e["action"] for e in await history(app_client, exp["id"])
             if e["actor"] == "guardrail"] == ["pause"]
