@@ -24,10 +24,27 @@ def attribute_key_problem(key: Any) -> str | None:
     return None
 
 
+_KNOWN_KEYS: set[str] = set()  # names already checked against the pattern (bounded below)
+_KNOWN_KEYS_MAX = 4096
+
+
 def attributes_text(raw: Any) -> tuple[str | None, str | None]:
     """An `attributes` object -> the JSON text stored (None for an empty object), or why it is
     refused: at most 5 keys of a metric name's form, each a non-empty string value of at most
     128 characters without NUL."""
+    if type(raw) is dict and 0 < len(raw) <= MAX_ATTRIBUTES:
+        # The common case first: names seen before, short strings. Anything else takes the
+        # full checks below, which say what is wrong.
+        for key, value in raw.items():
+            if (key not in _KNOWN_KEYS or type(value) is not str or not value
+                    or len(value) > MAX_ATTRIBUTE_VALUE or "\x00" in value):
+                break
+        else:
+            return orjson.dumps(raw).decode(), None
+    return _checked_text(raw)
+
+
+def _checked_text(raw: Any) -> tuple[str | None, str | None]:
     if type(raw) is not dict:
         return None, 'must be an object of attribute names and strings, e.g. {"country": "DE"}'
     if len(raw) > MAX_ATTRIBUTES:
@@ -36,6 +53,8 @@ def attributes_text(raw: Any) -> tuple[str | None, str | None]:
         problem = attribute_key_problem(key)
         if problem is not None:
             return None, problem
+        if len(_KNOWN_KEYS) < _KNOWN_KEYS_MAX:
+            _KNOWN_KEYS.add(key)
         if type(value) is not str:
             return None, (f"{key}: must be a string (send numbers and flags as text, "
                           f"e.g. \"3\" or \"true\")")
