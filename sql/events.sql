@@ -17,7 +17,7 @@ CREATE TEMP TABLE IF NOT EXISTS stage_exposures (
     covariate_3   double precision,
     covariate_4   double precision,
     covariate_5   double precision,
-    attributes    jsonb,
+    attributes    text,
     dedupe        boolean NOT NULL,
     req           int NOT NULL
 ) ON COMMIT DELETE ROWS;

@@ -135,7 +135,7 @@ SELECT count(*) FROM bandit_history WHERE experiment_id = $1;
 -- name: segment_keys
 -- The attribute names the experiment's exposures carry (README, "Segments"): a scan of its
 -- exposures, read on request only.
-SELECT DISTINCT k AS key FROM exposures e, LATERAL jsonb_object_keys(e.attributes) AS k
+SELECT DISTINCT k AS key FROM exposures e, LATERAL jsonb_object_keys(e.attributes::jsonb) AS k
 WHERE e.experiment_id = $1 AND e.attributes IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM experiments x JOIN fold_cutoffs c ON c.experiment_id = x.id
                   WHERE x.id = e.experiment_id AND e.ts > x.stopped_at AND e.ingest_xid >= c.xid)
@@ -159,7 +159,8 @@ SELECT set_config('statement_timeout', $1, true);
 WITH u AS MATERIALIZED (
     SELECT unit_id,
            (array_agg(variant ORDER BY ts, hashtextextended(event_id, 0)))[1] AS variant,
-           (array_agg(attributes ->> $2 ORDER BY ts, hashtextextended(event_id, 0)))[1] AS value,
+           (array_agg(attributes::jsonb ->> $2 ORDER BY ts, hashtextextended(event_id, 0)))[1]
+               AS value,
            min(ts) AS first_ts, count(*) AS events
     FROM exposures e WHERE e.experiment_id = $1
       AND NOT EXISTS (SELECT 1 FROM experiments x JOIN fold_cutoffs c ON c.experiment_id = x.id

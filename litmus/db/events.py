@@ -26,8 +26,7 @@ ExposureRow = tuple[str, str, int, Micros, str, float | None, Cov, Cov, Cov, Cov
 """(experiment_id, unit_id, variant index, ts, event_id, probability: > 0 given, < 0 its
 negative filled in by the server, None unknown (sql/migrations/0016); the 5 covariates by their
 declared position, None for one not sent (0017; `covariate_columns`); segment attributes as
-JSON object text, or None for none (0019): the writer's connection (`connect`) keeps asyncpg's
-text codec for jsonb, so the text is stored as the object it spells)"""
+JSON object text, or None for none (0019: a text column, cast to jsonb where read))"""
 EXPOSURE_COVARIATES = EXPOSURE_COLUMNS.index("covariate_1")
 NO_COVARIATES: tuple[None, None, None, None, None] = (None, None, None, None, None)
 
