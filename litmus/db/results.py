@@ -160,7 +160,9 @@ class SegmentRow:
     agg: MetricAgg
 
 
-SEGMENT_TIMEOUT_S = 60
+# Under the pool's 60 s command timeout (litmus/db/pool.py), so that PostgreSQL stops the read
+# and the caller gets the message below rather than a client-side timeout.
+SEGMENT_TIMEOUT_S = 50
 
 
 async def _bounded(pool: Pool, name: str, *args: Any) -> list[asyncpg.Record]:
