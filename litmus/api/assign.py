@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 from aiohttp import web
@@ -241,11 +241,8 @@ def _covariates(entry: Entry, raw: Any, path: str) -> list[float | None] | None:
     return row
 
 
-def _lookup(registry: Registry, ref: str) -> Entry:
-    entry = registry.get(ref)
-    if entry is None:
-        raise NotFound(f"experiment {ref!r} not found", fields={"experiment": "unknown experiment"})
-    return entry
+def _lookup_failed(ref: str) -> NoReturn:
+    raise NotFound(f"experiment {ref!r} not found", fields={"experiment": "unknown experiment"})
 
 
 # -- answers as bytes, for both listeners ---------------------------------------------------------
@@ -276,33 +273,42 @@ def _piece(key: str, a: Assignment) -> Piece:
 
 
 def _plainly_valid(body: Any) -> bool:
-    """True for the usual assign body (experiment and unit id, no attributes): a shortcut that
-    accepts a subset of what assign_problems accepts, so anything else is checked in full."""
-    if (type(body) is not dict or not body.keys() <= _REQUEST_FIELDS or "attributes" in body
-            or "covariates" in body):
+    """True for the usual assign body (experiment and unit id, and perhaps log_exposure): a
+    shortcut that accepts a subset of what assign_problems accepts, so anything else is checked
+    in full. Two keys that are experiment and unit_id, or three whose third is a boolean
+    log_exposure, leave room for no other field."""
+    if type(body) is not dict:
+        return False
+    n = len(body)
+    if n != 2 and (n != 3 or type(body.get("log_exposure")) is not bool):
         return False
     exp = body.get("experiment")
     unit = body.get("unit_id")
     return (type(exp) is str and exp != "" and type(unit) is str and 0 < len(unit) <= MAX_UNIT_ID
-            and "\x00" not in unit and type(body.get("log_exposure", False)) is bool)
+            and "\x00" not in unit)
 
 
 def assign_answer(app: Mapping[Any, Any], body: Any, registry: Registry | None = None) -> bytes:
     """The 200 body of POST /api/v1/assign for a parsed body; raises the LitmusError to answer.
 
     `registry` saves a lookup for a caller that holds the app's already (the fast lane)."""
-    if not _plainly_valid(body):
+    if _plainly_valid(body):
+        covariates = None
+    else:
         _raise(assign_problems(body))
-    entry = _lookup(registry or app[REGISTRY], body["experiment"])
+        covariates = body.get("covariates")
+    entry = (registry or app[REGISTRY]).get(body["experiment"])
+    if entry is None:
+        _lookup_failed(body["experiment"])
     unit: str = body["unit_id"]
-    covariates = _covariates(entry, body.get("covariates"), "covariates")
+    row = _covariates(entry, covariates, "covariates") if covariates else None
     a = core_assign(entry.compiled, unit, body.get("attributes"))
     piece = _PIECES.get(id(a))
     if piece is None or piece[0] is not a:
         piece = _piece(entry.experiment.key, a)
     ASSIGNMENTS[piece[3]] += 1
     if a.variant is not None and body.get("log_exposure"):
-        _log_exposure(app, entry, unit, a.variant, covariates)
+        _log_exposure(app, entry, unit, a.variant, row)
     return piece[1] + _dumps(unit) + piece[2]
 
 
