@@ -65,7 +65,7 @@ async def _serve(app: web.Application, settings: Settings) -> None:
     (requests in flight finish, accepted events are flushed)."""
     from aiohttp import web
 
-    from litmus.api.fastlane import FastLane, start_fast_lane
+    from litmus.api.fastlane import FastLane, FrontSite
     from litmus.keys import DRAIN
 
     runner = web.AppRunner(
@@ -75,15 +75,22 @@ async def _serve(app: web.Application, settings: Settings) -> None:
         keepalive_timeout=settings.idle_timeout_s,
     )
     await runner.setup()
-    lane: FastLane | None = None
+    # The fast lane's code also answers the router routes on the main port (litmus/api/
+    # fastlane.py, "the main port's front"), unless CORS is open: its headers are aiohttp's.
+    lane = FastLane(app, settings.port)
     try:
-        site = web.TCPSite(runner, settings.host, settings.port,
-                           reuse_port=settings.workers > 1)
+        site: web.TCPSite
+        if settings.cors_origins:
+            site = web.TCPSite(runner, settings.host, settings.port,
+                               reuse_port=settings.workers > 1)
+        else:
+            site = FrontSite(runner, lane, settings.host, settings.port,
+                             reuse_port=settings.workers > 1)
         await site.start()
+        lane.start_clock()
         if settings.fast_lane_port is not None:
-            lane = await start_fast_lane(app, settings.host, settings.fast_lane_port,
-                                         main_port=settings.port,
-                                         reuse_port=settings.workers > 1)
+            await lane.start(settings.host, settings.fast_lane_port,
+                             reuse_port=settings.workers > 1)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         # With --workers, a SIGTERM to the process group reaches a worker twice (directly and
@@ -93,16 +100,14 @@ async def _serve(app: web.Application, settings: Settings) -> None:
         await stop.wait()
         app[DRAIN].begin()
         await site.stop()
-        if lane is not None:
-            lane.stop_listening()
+        lane.stop_listening()
         server = runner.server
         deadline = loop.time() + DRAIN_GRACE_S
-        while (((server is not None and server.connections) or (lane and lane.connections))
+        while (((server is not None and server.connections) or lane.connections)
                and loop.time() < deadline):
             await asyncio.sleep(0.05)
     finally:
-        if lane is not None:
-            await lane.close()
+        await lane.close()
         await runner.cleanup()
 
 

@@ -5,7 +5,11 @@ in a rotated order, so a noisy moment hits all of them:
 
 - raw:  a uvloop asyncio.Protocol answering every read with a fixed response (no parsing)
 - bare: a bare aiohttp handler that parses the body and answers a same-sized JSON document
-- main: Litmus's POST /api/v1/assign on the main (aiohttp) port
+- main: Litmus's POST /api/v1/assign on the main port, where the front answers it with the
+        fast lane's code (litmus/api/fastlane.py, "the main port's front")
+- aiohttp: the same route on the main port through aiohttp's own path (a query string makes
+        the front hand the connection to aiohttp: what CORS-open deployments and every other
+        route get)
 - fast: the same route on the fast lane (litmus/api/fastlane.py)
 
 For each: requests/s at saturation (wrk -c64) and the server's CPU time per request (utime +
@@ -190,6 +194,7 @@ def main() -> None:
             ("raw", f"http://127.0.0.1:{raw_port}/assign", raw.p.pid, {}),
             ("bare", f"http://127.0.0.1:{bare_port}/assign", bare.p.pid, {}),
             ("main", f"{base}/api/v1/assign", lit.p.pid, AUTH),
+            ("aiohttp", f"{base}/api/v1/assign?via=aiohttp", lit.p.pid, AUTH),
             ("fast", f"http://127.0.0.1:{fast_port}/api/v1/assign", lit.p.pid, AUTH),
         ]
         for _, url, _, hdrs in variants:  # warm up each once
@@ -201,7 +206,7 @@ def main() -> None:
         ports = {"bare": (bare_port, "/assign", {}), "main": (main_port, "/api/v1/assign", AUTH),
                  "fast": (fast_port, "/api/v1/assign", AUTH)}
         for r in range(args.rounds):
-            order = variants[r % 4:] + variants[:r % 4]
+            order = variants[r % len(variants):] + variants[:r % len(variants)]
             for name, url, pid, hdrs in order:
                 c0 = cpu_s(pid)
                 res = wrk(url, BODY, args.seconds, headers=hdrs)
@@ -230,16 +235,21 @@ def main() -> None:
     print(f"== fast lane benchmark: {args.rounds} interleaved rounds of {args.seconds:g} s, "
           "server on core 0, wrk on core 1; median [min-max]")
     labels = {"raw": "raw uvloop fixed response", "bare": "bare aiohttp handler",
-              "main": "POST /api/v1/assign (main)", "fast": "POST /api/v1/assign (fast lane)"}
+              "main": "POST /api/v1/assign (main)",
+              "aiohttp": "POST /api/v1/assign (main, aiohttp)",
+              "fast": "POST /api/v1/assign (fast lane)"}
     for n in rps:
         print(f"http  {labels[n]:<32} {spread(rps[n]):>22} req/s   "
               f"{spread(cpu[n], '{:.1f}'):>20} us CPU/request")
     med = {n: statistics.median(rps[n]) for n in rps}
     cmed = {n: statistics.median(cpu[n]) for n in cpu}
     per_round = {f"{a}/{b}": [x / y for x, y in zip(rps[a], rps[b], strict=True)]
-                 for a, b in (("main", "bare"), ("fast", "raw"), ("fast", "main"))}
+                 for a, b in (("main", "bare"), ("aiohttp", "bare"), ("fast", "raw"),
+                              ("fast", "main"))}
     cpu_round = [x / y for x, y in zip(cpu["fast"], cpu["raw"], strict=True)]
     print(f"ratio main/bare req/s   {spread(per_round['main/bare'], '{:.2f}')}   (goal >= 0.9)")
+    print(f"ratio aiohttp/bare      {spread(per_round['aiohttp/bare'], '{:.2f}')}   (the main "
+          "port's aiohttp path)")
     print(f"ratio fast/raw req/s    {spread(per_round['fast/raw'], '{:.2f}')}   (goal >= 0.55)")
     print(f"ratio fast/raw CPU      {spread(cpu_round, '{:.2f}')}   (goal <= 1.8)")
     print(f"ratio fast/main req/s   {spread(per_round['fast/main'], '{:.2f}')}")

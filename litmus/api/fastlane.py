@@ -30,6 +30,7 @@ from typing import cast
 
 import httptools
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from litmus import metrics
 from litmus.api import assign as answers
@@ -86,6 +87,7 @@ _HEAD, _BODY = 0, 1
 _OK_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%b"
             b"X-Request-Id: %b\r\nConnection: keep-alive\r\n\r\n")
 _observe = metrics.REQUESTS.observe
+CLIENT_CLOSED = observability.CLIENT_CLOSED
 _SANE_ID = observability.SANE_ID_BYTES.fullmatch
 _SLOW_S = observability.SLOW_S
 _new_rid = observability.new_request_id_bytes
@@ -209,7 +211,13 @@ class FastLane:
         self.server = await self.loop.create_server(
             lambda: _Connection(self), host, port, reuse_port=reuse_port or None, backlog=BACKLOG)
         self.port = int(self.server.sockets[0].getsockname()[1])
-        self._sweeper = asyncio.create_task(self._sweep(), name="fastlane-sweep")
+        self.start_clock()
+
+    def start_clock(self) -> None:
+        """The sweep (Date header, stalled connections), once; the main port's front needs it
+        even with no fast-lane listener."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(), name="fastlane-sweep")
 
     def stop_listening(self) -> None:
         """Accept no new connection (the drain); open ones are answered 503 and closed."""
@@ -269,6 +277,9 @@ class _Connection(asyncio.Protocol):
         self.lane.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.state == _BODY and not self.closing:
+            # The client left with its request half sent: counted as the main listener does.
+            _observe(self._route_name(), CLIENT_CLOSED, _perf() - self.t0)
         self.closing = True
         self.lane.connections.discard(self)
 
@@ -506,3 +517,188 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+
+
+# -- the main port's front ------------------------------------------------------------------------
+#
+# The main port is aiohttp's, but while a connection sends nothing but requests for the router
+# routes, the fast lane's code answers them on that connection: what a model router sends on the
+# main port then costs what it costs on the fast lane. The first request for anything else
+# (another route, a query string, an upgrade, HTTP the parser refuses) goes to aiohttp from its
+# first byte on, with everything after it: the connection is aiohttp's from then on. Requests
+# may arrive in pieces and pipelined; each is answered once, in order. The answers are the fast
+# lane's, which are the main listener's byte for byte (tests/api/test_fastlane.py), and the
+# front also shares its timeouts (a body that stalls gets 408, an idle connection is closed).
+
+# What the front serves: the routes a client token may call on the fast lane (not /healthz,
+# which the main port answers in full).
+_FRONT = {url: route.method for url, route in ROUTES.items() if route.token}
+# Bytes of requests kept for a hand-over before the ones already answered are dropped.
+_FRONT_KEEP = 262_144
+
+
+class _Scout:
+    """Reads what a front connection receives with a parser of its own, ahead of the fast
+    lane's code, and counts the requests begun and completed since it was last at a request
+    boundary at the end of a read. `ok` turns False at the first request the front does not
+    serve (a head for another route, or HTTP the parser refuses); `good` is then how many
+    requests came whole before it."""
+
+    __slots__ = ("begun", "done", "good", "ok", "parser", "url")
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.begun = self.done = self.good = 0
+        self.ok = True
+
+    def on_message_begin(self) -> None:
+        self.begun += 1
+        self.url = b""
+
+    def on_url(self, url: bytes) -> None:
+        self.url = self.url + url if self.url else url
+
+    def on_headers_complete(self) -> None:
+        if self.ok and _FRONT.get(self.url) != self.parser.get_method():
+            self.ok = False
+            self.good = self.done
+
+    def on_message_complete(self) -> None:
+        self.done += 1
+
+    def feed(self, data: bytes) -> bool:
+        """Whether everything so far is (the start of) front requests."""
+        try:
+            self.parser.feed_data(data)
+        except Exception:  # malformed, an upgrade: for aiohttp to answer
+            if self.ok:
+                self.ok = False
+                self.good = self.done
+        return self.ok
+
+
+class _Count:
+    """Counts the requests a parser completes (the hand-over's boundary search)."""
+
+    def __init__(self) -> None:
+        self.done = 0
+
+    def on_message_complete(self) -> None:
+        self.done += 1
+
+
+def _completed(data: bytes) -> int:
+    count = _Count()
+    with contextlib.suppress(Exception):
+        httptools.HttpRequestParser(count).feed_data(data)
+    return count.done
+
+
+def request_boundary(data: bytes, k: int) -> int:
+    """The offset just past the k-th complete request in `data`, which begins at a request
+    boundary and completes at least k (a binary search over prefixes: only at a hand-over)."""
+    lo, hi = 0, len(data)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _completed(data[:mid]) >= k:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+class FrontHandler(RequestHandler):
+    """aiohttp's connection handler, with the router routes answered by the fast lane's code
+    until the connection asks for anything else (see above)."""
+
+    def __init__(self, lane: FastLane, manager: web.Server, **kwargs: object) -> None:
+        super().__init__(manager, **kwargs)  # type: ignore[arg-type]
+        self._lane = lane
+        self._scout: _Scout | None = _Scout()
+        self._front: _Connection | None = None
+        # What arrived since the scout was last at a request boundary at the end of a read
+        # (a hand-over gives aiohttp the request that needs it from its first byte).
+        self._pending: list[bytes] = []
+        self._pending_len = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        front = _Connection(self._lane)
+        # Among the lane's connections, for its timeouts and the drain.
+        front.connection_made(transport)
+        self._front = front
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._front is not None:
+            self._front.connection_lost(None)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        scout, front = self._scout, self._front
+        if scout is None or front is None:
+            super().data_received(data)
+            return
+        if not scout.feed(data):
+            self._hand_over(scout, front, data)
+            return
+        # Activity, as aiohttp counts it: its idle timer starts again.
+        self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+        front.data_received(data)
+        if scout.begun == scout.done:
+            # A request boundary: nothing before it can be needed again.
+            scout.begun = scout.done = 0
+            self._pending.clear()
+            self._pending_len = 0
+            return
+        self._pending.append(data)
+        self._pending_len += len(data)
+        if self._pending_len > _FRONT_KEEP and scout.done:
+            # Drop the requests already answered (their bytes are of no further use).
+            kept = b"".join(self._pending)
+            kept = kept[request_boundary(kept, scout.done):]
+            self._pending = [kept]
+            self._pending_len = len(kept)
+            scout.begun -= scout.done
+            scout.done = 0
+
+    def _hand_over(self, scout: _Scout, front: _Connection, data: bytes) -> None:
+        """From the first request the front does not serve on, the connection is aiohttp's:
+        the front answers the whole requests before it, aiohttp gets the rest."""
+        self._scout = self._front = None
+        front.lane.connections.discard(front)
+        seen = b"".join(self._pending)
+        self._pending = []
+        everything = seen + data
+        cut = request_boundary(everything, scout.good)
+        if cut > len(seen):
+            front.data_received(everything[len(seen):cut])
+            front.closing = True  # no more of it: its callbacks leave the connection alone
+        if not front.transport or front.transport.is_closing():
+            return
+        super().data_received(everything[cut:])
+
+
+class FrontSite(web.TCPSite):
+    """A TCPSite whose connections are FrontHandlers (the main port, CORS closed)."""
+
+    def __init__(self, runner: web.AppRunner, lane: FastLane, host: str, port: int,
+                 *, reuse_port: bool) -> None:
+        super().__init__(runner, host, port, reuse_port=reuse_port)
+        self._lane = lane
+
+    async def start(self) -> None:
+        """As TCPSite.start, with FrontHandler for aiohttp's RequestHandler."""
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+        kwargs = server._kwargs  # what Server.__call__ gives each RequestHandler
+
+        def handler() -> FrontHandler:
+            return FrontHandler(self._lane, server, loop=loop, **kwargs)
+
+        self._server = await loop.create_server(
+            handler, self._host, self._port, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+        self._bound_port = self._server.sockets[0].getsockname()[1]

@@ -213,3 +213,25 @@ async def test_while_draining_answers_are_503_and_close(lane: FastLane, small: T
     [a], [b] = parse_all(fast), parse_all(main)
     assert (a.status, a.body) == (b.status, b.body) and a.status == 503
     assert a.headers["retry-after"] == b.headers["retry-after"]
+
+
+async def test_a_client_that_leaves_mid_body_is_counted_as_499(lane: FastLane,
+                                                                small: TestClient) -> None:
+    """As on the main listener: a request whose client left before its body came is a 499."""
+
+    async def count() -> float:
+        text = await (await small.get("/metrics")).text()
+        prefix = 'litmus_http_requests_total{route="client.assign",status="499"} '
+        return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(prefix))
+
+    before = await count()
+    _, writer = await asyncio.open_connection("127.0.0.1", lane.port)
+    writer.write(b"POST /api/v1/assign HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"ex")
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.transport.abort()
+    for _ in range(50):
+        if await count() == before + 1:
+            break
+        await asyncio.sleep(0.05)
+    assert await count() == before + 1
