@@ -28,11 +28,36 @@ _KNOWN_KEYS: set[str] = set()  # names already checked against the pattern (boun
 _KNOWN_KEYS_MAX = 4096
 
 
+# Attribute objects already checked -> their text: segments repeat (a few countries, a few
+# devices), so most exposures carry an object seen before. Only valid objects are kept, whose
+# values are all strings, so no object with another value can compare equal to a key here.
+_TEXTS: dict[tuple[tuple[str, Any], ...], str] = {}
+_TEXTS_MAX = 4096
+
+
 def attributes_text(raw: Any) -> tuple[str | None, str | None]:
     """An `attributes` object -> the JSON text stored (None for an empty object), or why it is
     refused: at most 5 keys of a metric name's form, each a non-empty string value of at most
     128 characters without NUL."""
-    if type(raw) is dict and 0 < len(raw) <= MAX_ATTRIBUTES:
+    if type(raw) is not dict:
+        return _checked_text(raw)
+    key = tuple(raw.items())
+    try:
+        text = _TEXTS.get(key)
+    except TypeError:  # a value that is no string (a list, an object): refused below
+        return _checked_text(raw)
+    if text is not None:
+        return text, None
+    text, why = _fresh_text(raw)
+    if text is not None:
+        if len(_TEXTS) >= _TEXTS_MAX:
+            _TEXTS.clear()
+        _TEXTS[key] = text
+    return text, why
+
+
+def _fresh_text(raw: dict[str, Any]) -> tuple[str | None, str | None]:
+    if 0 < len(raw) <= MAX_ATTRIBUTES:
         # The common case first: names seen before, short strings. Anything else takes the
         # full checks below, which say what is wrong.
         for key, value in raw.items():

@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from litmus.core.unitfold import MAX_COVARIATES
+from litmus.db.events import Cov, covariate_columns
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # a metric name's form (schemas.SLUG)
 NAME_ERROR = ("must be a covariate name: lower-case letters, digits, '_' or '-', starting with a "
@@ -72,6 +73,41 @@ def covariate_row(raw: Any, declared: Sequence[str],
         else:
             return row[:last + 1], None
     return _checked_row(raw, declared)
+
+
+Cells = tuple[Cov, Cov, Cov, Cov, Cov]
+
+
+def declared_positions(metrics: Mapping[str, Any]) -> dict[str, int]:
+    """An experiment's declared covariates -> their stored positions."""
+    return {name: i for i, name in enumerate(declared_covariates(metrics))}
+
+
+def covariate_cells(raw: Any, positions: Mapping[str, int]) -> tuple[Cells | None, str | None]:
+    """A `covariates` object -> an exposure row's five covariate columns (None for an empty
+    object), or why it is refused: covariate_row's rule, for the event routes."""
+    if type(raw) is dict and 0 < len(raw) <= MAX_COVARIATES:
+        # The common case first, as covariate_row: every name declared and every value a
+        # finite int or float; anything else takes the full checks, which say what is wrong.
+        cells: list[float | None] = [None] * MAX_COVARIATES
+        try:
+            for name, v in raw.items():
+                tv = type(v)
+                if tv is float:
+                    f = v
+                elif tv is int:
+                    f = float(v)
+                else:
+                    break
+                if f - f != 0.0:  # inf or NaN
+                    break
+                cells[positions[name]] = f
+            else:
+                return cast(Cells, tuple(cells)), None
+        except (KeyError, OverflowError):  # undeclared; an int too large for a float
+            pass
+    row, why = _checked_row(raw, list(positions))
+    return (None if why is not None else covariate_columns(row)), why
 
 
 def _checked_row(raw: Any, declared: Sequence[str],

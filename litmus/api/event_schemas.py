@@ -19,10 +19,11 @@ from pydantic_core import PydanticCustomError
 
 from litmus.api.assign import MAX_UNIT_ID
 from litmus.api.attributes import MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES, attributes_text
-from litmus.api.covariates import covariate_row, declared_covariates
+from litmus.api.covariates import Cells, covariate_cells, declared_positions
 from litmus.api.schemas import SLUG, Number
 from litmus.core.models import Experiment
 from litmus.core.unitfold import MAX_COVARIATES
+from litmus.db.events import NO_COVARIATES
 from litmus.errors import PayloadTooLarge, ValidationFailed
 from litmus.services.ingest import (
     EXPOSURE,
@@ -30,7 +31,6 @@ from litmus.services.ingest import (
     PG_EPOCH_UNIX_US,
     EventBatch,
     Micros,
-    covariate_columns,
     server_event_id,
     to_micros,
 )
@@ -208,9 +208,9 @@ class _Resolved:
         self.entry = entry
         self.error = error
         self.uid = entry.experiment.id if entry is not None and error is None else None
-        # Its declared covariates, looked up once per request rather than per event.
-        self.covariates = ([] if entry is None
-                           else declared_covariates(entry.experiment.metrics))
+        # Its declared covariates' positions, looked up once per request rather than per event.
+        self.covariates = ({} if entry is None
+                           else declared_positions(entry.experiment.metrics))
 
 
 def _resolve(ref: str, lookup: Lookup) -> _Resolved:
@@ -388,11 +388,10 @@ def validate_events(
                     errs.append(("probability", PROBABILITY_ERROR))
             elif variant is not None and res is not None and res.entry is not None:
                 prob = -_served_weight(res.entry, str(raw_variant))
-        cov: list[float | None] | None = None
+        cov: Cells | None = None
         raw_cov = ev.get("covariates") if typ == "exposure" else None
         if raw_cov is not None:
-            declared = res.covariates if res is not None else []
-            cov, why = covariate_row(raw_cov, declared)
+            cov, why = covariate_cells(raw_cov, res.covariates if res is not None else {})
             if why is not None:
                 errs = errs or []
                 errs.append(("covariates", why))
@@ -448,7 +447,7 @@ def validate_events(
                 eid = server_event_id()
             else:
                 claims.append((uid, EXPOSURE, eid))
-            exposures.append((uid, unit, variant, ts, eid, prob, *covariate_columns(cov), attrs))
+            exposures.append((uid, unit, variant, ts, eid, prob, *(cov or NO_COVARIATES), attrs))
         else:
             if eid is None:
                 eid = server_event_id()

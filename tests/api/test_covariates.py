@@ -13,7 +13,8 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from litmus.api.covariates import _checked_row, covariate_row
+from litmus.api.covariates import _checked_row, covariate_cells, covariate_row
+from litmus.db.events import covariate_columns
 from tests.conftest import ADMIN, CLIENT, experiment_payload, launched
 
 EXPOSURE = "/api/v1/events/exposure"
@@ -191,3 +192,7 @@ def test_the_fast_path_answers_as_the_full_checks(raw: Any, declared: list[str])
     """covariate_row takes a shortcut for declared names with finite numbers; whatever the
     input, its answer is the one of the full checks."""
     assert covariate_row(raw, declared) == _checked_row(raw, declared)
+    # The event routes' form: the same rule, as the row's five covariate columns.
+    row, why = _checked_row(raw, declared)
+    cells = covariate_cells(raw, {name: i for i, name in enumerate(declared)})
+    assert cells == ((None, why) if why is not None else (covariate_columns(row), None))

@@ -23,3 +23,16 @@ def test_the_shortcut_answers_as_the_full_checks(raw: Any, warm: list[str]) -> N
         _checked_text({key: "x"})
     assert attributes_text(raw) == _checked_text(raw)
     assert attributes_text(raw) == _checked_text(raw)  # and once the names are known
+
+
+def test_an_object_seen_before_is_not_confused_with_a_look_alike() -> None:
+    """The texts of objects already checked are reused; an object equal to one of them but
+    for a value that is no string is still refused."""
+    assert attributes_text({"country": "DE", "tier": "1"}) == ('{"country":"DE","tier":"1"}', None)
+    assert attributes_text({"country": "DE", "tier": "1"}) == ('{"country":"DE","tier":"1"}', None)
+    for look_alike in ({"country": "DE", "tier": 1}, {"country": "DE", "tier": True},
+                       {"country": "DE", "tier": ["1"]}, {"country": "DE", "tier": {"1": 1}}):
+        text, why = attributes_text(look_alike)
+        assert text is None and why is not None and why == _checked_text(look_alike)[1]
+    # The order of the keys is the text's order: both orders are stored as sent.
+    assert attributes_text({"tier": "1", "country": "DE"})[0] == '{"tier":"1","country":"DE"}'
