@@ -266,6 +266,7 @@ class _Connection(asyncio.Protocol):
         self.body_len = 0
         self.head_bytes = 0
         self.head_pending = 0
+        self.head_limit = MAX_HEAD_PENDING
         self.authorized: bytes | None = None
         self.t0 = 0.0
 
@@ -311,7 +312,7 @@ class _Connection(asyncio.Protocol):
                 self.head_pending = 0
             else:
                 self.head_pending += len(data)
-                if self.head_pending > MAX_HEAD_PENDING:
+                if self.head_pending > self.head_limit:
                     self._refuse(HeadTooLarge("the request head is too large"))
         self.out = None
         transport = self.transport
@@ -524,25 +525,28 @@ class _Connection(asyncio.Protocol):
 # The main port is aiohttp's, but while a connection sends nothing but requests for the router
 # routes, the fast lane's code answers them on that connection: what a model router sends on the
 # main port then costs what it costs on the fast lane. The first request for anything else
-# (another route, a query string, an upgrade, HTTP the parser refuses) goes to aiohttp from its
-# first byte on, with everything after it: the connection is aiohttp's from then on. Requests
-# may arrive in pieces and pipelined; each is answered once, in order. The answers are the fast
-# lane's, which are the main listener's byte for byte (tests/api/test_fastlane.py), and the
-# front also shares its timeouts (a body that stalls gets 408, an idle connection is closed).
+# (another route, a query string, HTTP/1.0, an upgrade, HTTP the parser refuses, a request
+# that grows past _FRONT_KEEP before it completes) goes to aiohttp from its first byte on, with
+# everything after it: the connection is aiohttp's from then on. Requests may arrive in pieces
+# and pipelined; each is answered once, in order. The answers are the fast lane's, which are the
+# main listener's byte for byte (tests/api/test_fastlane.py). While the front has a connection,
+# the fast lane's timeouts apply to it (a body that stalls gets 408 after LITMUS_BODY_TIMEOUT_S,
+# an idle connection is closed after LITMUS_IDLE_TIMEOUT_S) and aiohttp's idle timer is off;
+# a client that does not read its answers stops being read, as on the fast lane.
 
 # What the front serves: the routes a client token may call on the fast lane (not /healthz,
 # which the main port answers in full).
 _FRONT = {url: route.method for url, route in ROUTES.items() if route.token}
-# Bytes of requests kept for a hand-over before the ones already answered are dropped.
-_FRONT_KEEP = 262_144
+# Bytes kept since the last request boundary: past this, requests already answered are dropped
+# from it, and a single request still incomplete past it goes to aiohttp.
+_FRONT_KEEP = 1 << 20
 
 
 class _Scout:
     """Reads what a front connection receives with a parser of its own, ahead of the fast
     lane's code, and counts the requests begun and completed since it was last at a request
     boundary at the end of a read. `ok` turns False at the first request the front does not
-    serve (a head for another route, or HTTP the parser refuses); `good` is then how many
-    requests came whole before it."""
+    serve; `good` is then how many requests came whole before it."""
 
     __slots__ = ("begun", "done", "good", "ok", "parser", "url")
 
@@ -560,7 +564,9 @@ class _Scout:
         self.url = self.url + url if self.url else url
 
     def on_headers_complete(self) -> None:
-        if self.ok and _FRONT.get(self.url) != self.parser.get_method():
+        parser = self.parser
+        if self.ok and (_FRONT.get(self.url) != parser.get_method()
+                        or parser.should_upgrade() or parser.get_http_version() != "1.1"):
             self.ok = False
             self.good = self.done
 
@@ -597,7 +603,8 @@ def _completed(data: bytes) -> int:
 
 def request_boundary(data: bytes, k: int) -> int:
     """The offset just past the k-th complete request in `data`, which begins at a request
-    boundary and completes at least k (a binary search over prefixes: only at a hand-over)."""
+    boundary and completes at least k (a binary search over prefixes: only at a hand-over or
+    when _FRONT_KEEP is reached)."""
     lo, hi = 0, len(data)
     while lo < hi:
         mid = (lo + hi) // 2
@@ -621,12 +628,19 @@ class FrontHandler(RequestHandler):
         # (a hand-over gives aiohttp the request that needs it from its first byte).
         self._pending: list[bytes] = []
         self._pending_len = 0
+        self._reading_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        # While the front has the connection, the fast lane's sweep times it out (aiohttp's
+        # idle timer would close a stalled body before its 408 was due).
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+            self._keepalive_handle = None
         front = _Connection(self._lane)
-        # Among the lane's connections, for its timeouts and the drain.
-        front.connection_made(transport)
+        # A long head may be another route's: past _FRONT_KEEP it is aiohttp's, with its limits.
+        front.head_limit = 2 * _FRONT_KEEP
+        front.connection_made(transport)  # among the lane's connections: timeouts, drain
         self._front = front
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -634,16 +648,30 @@ class FrontHandler(RequestHandler):
             self._front.connection_lost(None)
         super().connection_lost(exc)
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._front is not None and self.transport is not None:
+            # A client that sends without reading its answers: stop reading until it catches up.
+            self.transport.pause_reading()
+            self._reading_paused = True
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
     def data_received(self, data: bytes) -> None:
         scout, front = self._scout, self._front
         if scout is None or front is None:
             super().data_received(data)
             return
         if not scout.feed(data):
-            self._hand_over(scout, front, data)
+            self._hand_over(scout, front, data, fed=False)
             return
-        # Activity, as aiohttp counts it: its idle timer starts again.
-        self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
         front.data_received(data)
         if scout.begun == scout.done:
             # A request boundary: nothing before it can be needed again.
@@ -653,29 +681,41 @@ class FrontHandler(RequestHandler):
             return
         self._pending.append(data)
         self._pending_len += len(data)
-        if self._pending_len > _FRONT_KEEP and scout.done:
-            # Drop the requests already answered (their bytes are of no further use).
+        if self._pending_len > _FRONT_KEEP:
             kept = b"".join(self._pending)
-            kept = kept[request_boundary(kept, scout.done):]
+            if scout.done:
+                # Drop the requests already answered (their bytes are of no further use).
+                kept = kept[request_boundary(kept, scout.done):]
+                scout.begun -= scout.done
+                scout.done = 0
             self._pending = [kept]
             self._pending_len = len(kept)
-            scout.begun -= scout.done
-            scout.done = 0
+            if self._pending_len > _FRONT_KEEP:
+                # One request that large, still incomplete: aiohttp's, from its first byte.
+                self._hand_over(scout, front, b"", fed=True)
 
-    def _hand_over(self, scout: _Scout, front: _Connection, data: bytes) -> None:
+    def _hand_over(self, scout: _Scout, front: _Connection, data: bytes, *, fed: bool) -> None:
         """From the first request the front does not serve on, the connection is aiohttp's:
-        the front answers the whole requests before it, aiohttp gets the rest."""
+        the front answers the whole requests before it, aiohttp gets the rest. `data` has not
+        been given to the front unless `fed` (then it is in _pending already)."""
         self._scout = self._front = None
-        front.lane.connections.discard(front)
+        front.lane.connections.discard(front)  # the lane's sweep leaves the connection alone
         seen = b"".join(self._pending)
         self._pending = []
+        self._pending_len = 0
         everything = seen + data
-        cut = request_boundary(everything, scout.good)
+        cut = request_boundary(everything, scout.done if fed else scout.good)
         if cut > len(seen):
             front.data_received(everything[len(seen):cut])
-            front.closing = True  # no more of it: its callbacks leave the connection alone
-        if not front.transport or front.transport.is_closing():
+        front.closing = True  # and so do the front's callbacks
+        if self.transport is None or self.transport.is_closing():
             return
+        # aiohttp's idle timer, as its connection_made sets it, and its own flow control.
+        if self._keepalive_timeout > 0:
+            close_time = self._loop.time() + self._keepalive_timeout
+            self._next_keepalive_close_time = close_time
+            self._keepalive_handle = self._loop.call_at(close_time, self._process_keepalive)
+        self._resume_reading()
         super().data_received(everything[cut:])
 
 

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from litmus.api.fastlane import FastLane, FrontSite
+from litmus.api.fastlane import FastLane, FrontHandler, FrontSite
 from litmus.app import create_app
 from tests.api.test_fastlane import (
     COMPARED,
@@ -308,3 +308,111 @@ def test_an_idle_connection_after_front_answers_is_closed(database_url: str,
         server.stop()
     assert all(fronted)
     assert 0.5 <= idle_after <= 4.0, idle_after
+
+
+def test_a_stalled_body_gets_408_when_due_not_the_idle_close(database_url: str,
+                                                              tmp_path: Path) -> None:
+    """While the front has a connection, aiohttp's idle timer is off: a body that stops
+    arriving is answered 408 after LITMUS_BODY_TIMEOUT_S, as on plain aiohttp, rather than cut
+    off after the (shorter) LITMUS_IDLE_TIMEOUT_S."""
+    server = ServerProcess(database_url, tmp_path / "srv", env={
+        "LITMUS_IDLE_TIMEOUT_S": "1", "LITMUS_BODY_TIMEOUT_S": "3"}).start()
+    body = orjson.dumps({"experiment": "nothing", "unit_id": "u"})
+    assign = request("POST", "/api/v1/assign", body, {"Authorization": f"Bearer {ADMIN_SECRET}"})
+
+    async def stall() -> tuple[list[Answer], float]:
+        conn = await Conn.open(server.port)
+        try:
+            [first] = await conn.send(assign)
+            assert by_front(first)
+            started = time.monotonic()
+            [late] = await conn.send(assign[:-5])
+            return [first, late], time.monotonic() - started
+        finally:
+            conn.close()
+
+    try:
+        (first, late), waited = asyncio.run(stall())
+    finally:
+        server.stop()
+    assert (first.status, late.status) == (404, 408), late.body
+    assert 2.5 <= waited <= 5.0, waited
+
+
+async def test_a_client_that_does_not_read_is_no_longer_read(client: TestClient,
+                                                             front: int) -> None:
+    await launched(client, "plain")
+    many = request("POST", "/api/v1/assign",
+                   orjson.dumps({"experiment": "plain", "unit_id": "flood"}), CLIENT) * 2000
+    _reader, writer = await asyncio.open_connection("127.0.0.1", front)
+    try:
+        for _ in range(250):
+            writer.write(many)
+            try:
+                await asyncio.wait_for(writer.drain(), 0.5)
+            except TimeoutError:
+                break  # the server stopped reading: what it has not answered stays unread
+        else:
+            pytest.fail("the front kept reading a client that never read its answers")
+    finally:
+        writer.transport.abort()
+
+
+async def test_an_endless_request_goes_to_aiohttp_and_the_front_keeps_little(
+    client: TestClient, front: int
+) -> None:
+    """A request that never completes (an endless chunk extension) is aiohttp's once it passes
+    the front's 1 MiB, so the front holds no more than that of it."""
+    _reader, writer = await asyncio.open_connection("127.0.0.1", front)
+    try:
+        writer.write(b"POST /api/v1/assign HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                     b"\r\n1;")
+        for _ in range(3):
+            writer.write(b"a" * (1 << 20))
+            await writer.drain()
+        await asyncio.sleep(0.2)
+        server = client.server.runner.server
+        assert server is not None
+        handlers = [h for h in server.connections if isinstance(h, FrontHandler)]
+        assert handlers, "no front connection"
+        assert all(h._scout is None and h._pending_len == 0 for h in handlers)
+    finally:
+        writer.transport.abort()
+
+
+async def test_a_long_head_for_another_route_is_aiohttps(client: TestClient, front: int) -> None:
+    """98 KB of headers in pieces: the front does not apply its own head limit to a request
+    it has not yet seen whole; aiohttp answers it."""
+    pads = {f"X-Pad-{i}": "p" * 7000 for i in range(14)}
+    data = request("GET", "/api/v1/experiments?limit=1", None, {**ADMIN, **pads})
+    conn = await Conn.open(front)
+    try:
+        for start in range(0, len(data) - 7100, 7100):
+            conn.writer.write(data[start:start + 7100])
+            await conn.writer.drain()
+            await asyncio.sleep(0.01)
+        [answer] = await conn.send(data[start + 7100:])
+    finally:
+        conn.close()
+    assert answer.status == 200 and not by_front(answer)
+
+
+async def test_upgrades_and_http_10_are_aiohttps(client: TestClient, front: int) -> None:
+    await launched(client, "plain")
+    body = orjson.dumps({"experiment": "plain", "unit_id": "u1"})
+    h2c = request("POST", "/api/v1/assign", body, {**CLIENT, "Connection": "Upgrade, HTTP2-Settings",
+                                                   "Upgrade": "h2c", "HTTP2-Settings": "AAMAAABkAAQAAP__"})
+    conn = await Conn.open(front)
+    try:
+        [upgraded] = await conn.send(h2c)
+    finally:
+        conn.close()
+    assert upgraded.status == 200 and not by_front(upgraded)
+    old = request("POST", "/api/v1/assign", body, CLIENT).replace(b"HTTP/1.1", b"HTTP/1.0", 1)
+    reader, writer = await asyncio.open_connection("127.0.0.1", front)
+    try:
+        writer.write(old)
+        got = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.transport.abort()
+    assert got.startswith(b"HTTP/1.0 200 OK\r\n"), got[:100]
