@@ -119,6 +119,22 @@ async def raw(port: int, data: bytes, *, wait_s: float = 3.0, then: list[tuple[f
         writer.transport.abort()
 
 
+async def stops_reading(port: int, data: bytes, writes: int = 250) -> bool:
+    """Whether a server stops reading a client that writes `data` over and over and never reads
+    its answers (a write that cannot drain within 0.5 s) before `writes` writes."""
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for _ in range(writes):
+            writer.write(data)
+            try:
+                await asyncio.wait_for(writer.drain(), 0.5)
+            except TimeoutError:
+                return True  # what it has not answered stays unread
+        return False
+    finally:
+        writer.transport.abort()
+
+
 def parse_all(data: bytes) -> list[Answer]:
     """Every complete answer in a byte string."""
     c = _Collector()

@@ -9,6 +9,7 @@ which lets these tests tell who answered."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator
@@ -31,14 +32,15 @@ from tests.api.test_fastlane import (
     pipelined,
     random_requests,
     request,
+    stops_reading,
 )
 from tests.conftest import ADMIN, ADMIN_SECRET, CLIENT, launched, make_settings
 from tests.servers import ServerProcess
 
 
-@pytest.fixture
-async def front(client: TestClient) -> AsyncIterator[int]:
-    """A front on the test client's own app and aiohttp server, on a free port."""
+@contextlib.asynccontextmanager
+async def front_of(client: TestClient) -> AsyncIterator[int]:
+    """A front on a test client's own app and aiohttp server, on a free port."""
     runner = client.server.runner
     assert isinstance(runner, web.AppRunner) and client.server.port is not None
     lane = FastLane(client.app, client.server.port)
@@ -46,9 +48,18 @@ async def front(client: TestClient) -> AsyncIterator[int]:
     site = FrontSite(runner, lane, "127.0.0.1", 0, reuse_port=False)
     await site.start()
     assert site._server is not None
-    yield int(site._server.sockets[0].getsockname()[1])
-    await site.stop()
-    await lane.close()
+    try:
+        yield int(site._server.sockets[0].getsockname()[1])
+    finally:
+        await site.stop()
+        await lane.close()
+
+
+@pytest.fixture
+async def front(client: TestClient) -> AsyncIterator[int]:
+    """The test client's front."""
+    async with front_of(client) as port:
+        yield port
 
 
 class Conn:
@@ -223,26 +234,17 @@ async def test_a_stalled_body_on_the_front_gets_408(database_url: str, tmp_path:
     small: TestClient = await aiohttp_client(create_app(make_settings(
         database_url, tmp_path, idle_timeout_s=0.5, body_timeout_s=0.5)))
     await launched(small, "plain")
-    runner = small.server.runner
-    assert isinstance(runner, web.AppRunner) and small.server.port is not None
-    lane = FastLane(small.app, small.server.port)
-    lane.start_clock()
-    site = FrontSite(runner, lane, "127.0.0.1", 0, reuse_port=False)
-    await site.start()
-    assert site._server is not None
-    port = int(site._server.sockets[0].getsockname()[1])
     whole = request("POST", "/api/v1/assign",
                     orjson.dumps({"experiment": "plain", "unit_id": "u1"}), CLIENT)
-    conn = await Conn.open(port)
-    try:
-        [first] = await conn.send(whole)
-        started = time.monotonic()
-        [late] = await conn.send(whole[:-5])
-        waited = time.monotonic() - started
-    finally:
-        conn.close()
-        await site.stop()
-        await lane.close()
+    async with front_of(small) as port:
+        conn = await Conn.open(port)
+        try:
+            [first] = await conn.send(whole)
+            started = time.monotonic()
+            [late] = await conn.send(whole[:-5])
+            waited = time.monotonic() - started
+        finally:
+            conn.close()
     assert first.status == 200 and late.status == 408, late.body
     assert waited < 5, waited
 
@@ -344,18 +346,7 @@ async def test_a_client_that_does_not_read_is_no_longer_read(client: TestClient,
     await launched(client, "plain")
     many = request("POST", "/api/v1/assign",
                    orjson.dumps({"experiment": "plain", "unit_id": "flood"}), CLIENT) * 2000
-    _reader, writer = await asyncio.open_connection("127.0.0.1", front)
-    try:
-        for _ in range(250):
-            writer.write(many)
-            try:
-                await asyncio.wait_for(writer.drain(), 0.5)
-            except TimeoutError:
-                break  # the server stopped reading: what it has not answered stays unread
-        else:
-            pytest.fail("the front kept reading a client that never read its answers")
-    finally:
-        writer.transport.abort()
+    assert await stops_reading(front, many), "the front kept reading a client that never read"
 
 
 async def test_an_endless_request_goes_to_aiohttp_and_the_front_keeps_little(
