@@ -5,6 +5,7 @@
 
 import { alertBox, h, nextId } from './dom.js';
 import { int, interval, signedPct, time } from './format.js';
+import { labelledCell, rowList } from './roweditor.js';
 
 export const ACTIONS = [
   ['alert', 'Alert only'],
@@ -86,7 +87,6 @@ const pctText = (margin) => String(Math.round((isNum(margin) ? margin : 0) * 1e6
  * -> {el, value(), names(), problems(), clearErrors(), setServerError(path, msg), refresh(), setKnownMetrics(names)}
  */
 export function createGuardrailsEditor({ metrics, readOnly = false, onChange = () => {}, definitions = () => ({}), knownMetrics = [] }) {
-  const rows = [];
   const listId = nextId('guard-metrics');
   const datalist = h('datalist', { id: listId });
   const setKnown = (names) => datalist.replaceChildren(...[...new Set(names)].filter(Boolean).sort().map((n) => h('option', { value: n })));
@@ -98,6 +98,7 @@ export function createGuardrailsEditor({ metrics, readOnly = false, onChange = (
   const empty = h('p', { class: 'muted', 'data-testid': 'no-guardrails' }, 'No guardrails.');
   const addBtn = h('button', { type: 'button', class: 'btn', 'data-testid': 'add-guardrail', hidden: readOnly }, '+ Add guardrail');
   const editorErr = h('p', { class: 'field-error', 'data-error-for': 'metrics.guardrails', hidden: true });
+  const { rows, add: addRow, wire, clearRow, setCell } = rowList({ list, renumber, onChange, fallbackFocus: () => addBtn });
 
   function renumber() {
     rows.forEach((r, i) => {
@@ -122,13 +123,8 @@ export function createGuardrailsEditor({ metrics, readOnly = false, onChange = (
     const action = h('select', { id: ids.a, disabled: readOnly, 'data-testid': 'guardrail-action' },
       ACTIONS.map(([v, label]) => h('option', { value: v, selected: (g.action || 'alert') === v }, label)));
     const remove = h('button', { type: 'button', class: 'btn btn-ghost btn-small btn-danger', hidden: readOnly, 'data-testid': 'remove-guardrail' }, 'Remove');
-    const cell = (id, label, control, key, hint, describedBy = []) => {
-      const err = h('p', { class: 'field-error', id: `${id}-error`, 'data-testid': `guardrail-${key}-error`, hidden: true });
-      control.setAttribute('aria-describedby', [...describedBy, hint ? `${id}-hint` : null, `${id}-error`].filter(Boolean).join(' '));
-      const el = h('div', { class: 'vcell', 'data-key': key }, h('label', { for: id }, label), control,
-        hint ? h('p', { class: 'hint', id: `${id}-hint` }, hint) : null, err);
-      return { el, control, err };
-    };
+    const cell = (id, label, control, key, hint = null, describedBy = []) =>
+      labelledCell(id, label, control, key, { hint, describedBy, errAttrs: { 'data-testid': `guardrail-${key}-error` } });
     const cells = {
       metric: cell(ids.m, 'Metric', metric, 'metric'),
       margin: cell(ids.g, 'Tolerated harm (%)', margin, 'margin', 'Trips only when the harm is surely above this; 0: any sure harm.'),
@@ -140,40 +136,9 @@ export function createGuardrailsEditor({ metrics, readOnly = false, onChange = (
       cells.metric.el, cells.margin.el, cells.action.el, h('div', { class: 'vcell vcell-remove' }, remove), dirHint, rowErr);
     // An untouched margin is sent back exactly as stored (no round trip through the percentage).
     const row = { el, metric, margin, action, cells, rowErr, remove, dirHint, stored: { text: shown, margin: isNum(g.margin) ? g.margin : 0 } };
-    for (const c of [metric, margin, action]) {
-      c.addEventListener(c.tagName === 'SELECT' ? 'change' : 'input', () => { clearRow(row); hintFor(row); onChange(); });
-    }
-    remove.addEventListener('click', () => {
-      const i = rows.indexOf(row);
-      rows.splice(i, 1);
-      el.remove();
-      renumber();
-      onChange();
-      (rows[Math.min(i, rows.length - 1)]?.metric || addBtn).focus();
-    });
+    wire(row, [metric, margin, action], hintFor);
     hintFor(row);
     return row;
-  }
-
-  function showError(c, msg) {
-    c.err.textContent = msg || '';
-    c.err.hidden = !msg;
-    if (msg) c.control.setAttribute('aria-invalid', 'true'); else c.control.removeAttribute('aria-invalid');
-  }
-
-  function clearRow(r) {
-    for (const c of Object.values(r.cells)) showError(c, '');
-    r.rowErr.hidden = true;
-    r.rowErr.textContent = '';
-    r.el.classList.remove('has-error');
-  }
-
-  function setCell(r, key, msg) {
-    const c = r.cells[key];
-    if (c) showError(c, msg);
-    else { r.rowErr.textContent = `${key}: ${msg}`; r.rowErr.hidden = false; }
-    r.el.classList.add('has-error');
-    return c ? c.control : r.metric;
   }
 
   /** The margin to send: the stored one when untouched, else the percentage / 100. */
@@ -185,13 +150,7 @@ export function createGuardrailsEditor({ metrics, readOnly = false, onChange = (
     return Number.isFinite(v) ? Math.round(v * 1e4) / 1e6 : t;
   }
 
-  function add(g) {
-    const row = makeRow(g);
-    rows.push(row);
-    list.appendChild(row.el);
-    renumber();
-    return row;
-  }
+  const add = (g) => addRow(makeRow(g));
   for (const g of readGuardrails(metrics)) add(g);
   renumber();
   addBtn.addEventListener('click', () => { add({ metric: '', margin: 0, action: 'alert' }).metric.focus(); onChange(); });

@@ -4,6 +4,7 @@
 // bandit.objective.constraints[<i>].<key>) next to the control they name.
 
 import { h, nextId } from './dom.js';
+import { labelledCell, rowList, showCellError } from './roweditor.js';
 
 export const STATS = [
   ['mean', 'mean per unit'],
@@ -66,28 +67,17 @@ export function describeDefinition(d) {
   return parts.join(' · ');
 }
 
-function cellError(path) {
-  return h('p', { class: 'field-error', 'data-error-for': path || '', hidden: true });
-}
-
-function showCellError(cell, control, err, msg) {
-  err.textContent = msg || '';
-  err.hidden = !msg;
-  cell.classList.toggle('has-error', !!msg);
-  if (msg) control.setAttribute('aria-invalid', 'true'); else control.removeAttribute('aria-invalid');
-}
-
 /**
  * createDefinitionsEditor({metrics, readOnly, onChange}) ->
  * {el, value(), problems(), clearErrors(), setServerError(path, msg), names()}
  */
 export function createDefinitionsEditor({ metrics, readOnly = false, onChange = () => {} }) {
-  const rows = [];
   const list = h('div', { class: 'def-rows', 'data-testid': 'definition-rows' });
   const empty = h('p', { class: 'muted', 'data-testid': 'no-definitions' },
     'No definitions: every metric is a mean per unit, and higher is better.');
   const addBtn = h('button', { type: 'button', class: 'btn', 'data-testid': 'add-definition', hidden: readOnly }, '+ Add metric definition');
   const editorErr = h('p', { class: 'field-error', 'data-error-for': 'metrics.definitions', hidden: true });
+  const { rows, add: addRow, wire, clearRow, setCell } = rowList({ list, renumber, onChange, fallbackFocus: () => addBtn });
 
   function renumber() {
     rows.forEach((r, i) => {
@@ -107,14 +97,8 @@ export function createDefinitionsEditor({ metrics, readOnly = false, onChange = 
       STATS.map(([v, label]) => h('option', { value: v, selected: (d.stat || 'mean') === v }, label)));
     const cap = h('input', { type: 'number', id: ids.c, step: 'any', min: 0, value: isNum(d.cap) ? String(d.cap) : '', placeholder: 'none', readOnly, 'data-testid': 'def-cap' });
     const remove = h('button', { type: 'button', class: 'btn btn-ghost btn-small btn-danger', hidden: readOnly, 'data-testid': 'remove-definition' }, 'Remove');
-    const cell = (id, label, control, key, hint) => {
-      const err = cellError(key);
-      const hintEl = hint ? h('p', { class: 'hint', id: `${id}-hint` }, hint) : null;
-      control.setAttribute('aria-describedby', [hint ? `${id}-hint` : null, `${id}-error`].filter(Boolean).join(' '));
-      err.id = `${id}-error`;
-      const el = h('div', { class: 'vcell', 'data-key': key }, h('label', { for: id }, label), control, hintEl, err);
-      return { el, control, err };
-    };
+    const cell = (id, label, control, key, hint = null) =>
+      labelledCell(id, label, control, key, { hint, errAttrs: { 'data-error-for': key } });
     const cells = {
       metric: cell(ids.m, 'Metric', metric, 'metric'),
       direction: cell(ids.d, 'Direction', direction, 'direction'),
@@ -126,42 +110,11 @@ export function createDefinitionsEditor({ metrics, readOnly = false, onChange = 
       cells.metric.el, cells.direction.el, cells.stat.el, cells.cap.el,
       h('div', { class: 'vcell vcell-remove' }, remove), rowErr);
     const row = { el, metric, direction, stat, cap, cells, rowErr, remove };
-    for (const c of [metric, direction, stat, cap]) {
-      c.addEventListener(c.tagName === 'SELECT' ? 'change' : 'input', () => { clearRow(row); onChange(); });
-    }
-    remove.addEventListener('click', () => {
-      const i = rows.indexOf(row);
-      rows.splice(i, 1);
-      el.remove();
-      renumber();
-      onChange();
-      (rows[Math.min(i, rows.length - 1)]?.metric || addBtn).focus();
-    });
+    wire(row, [metric, direction, stat, cap]);
     return row;
   }
 
-  function clearRow(r) {
-    for (const c of Object.values(r.cells)) showCellError(c.el, c.control, c.err, '');
-    r.rowErr.hidden = true;
-    r.rowErr.textContent = '';
-    r.el.classList.remove('has-error');
-  }
-
-  function setCell(r, key, msg) {
-    const c = r.cells[key];
-    if (c) showCellError(c.el, c.control, c.err, msg);
-    else { r.rowErr.textContent = `${key}: ${msg}`; r.rowErr.hidden = false; }
-    r.el.classList.add('has-error');
-    return c ? c.control : r.metric;
-  }
-
-  function add(name, d) {
-    const row = makeRow(name, d);
-    rows.push(row);
-    list.appendChild(row.el);
-    renumber();
-    return row;
-  }
+  const add = (name, d) => addRow(makeRow(name, d));
   // Sorted by name: the server does not keep the order they were typed in.
   for (const [name, d] of Object.entries(readDefinitions(metrics)).sort(([a], [b]) => a.localeCompare(b))) add(name, d);
   renumber();
@@ -243,13 +196,15 @@ export function createObjectiveEditor({ objective, knownMetrics = [], metricLock
     metric,
     h('p', { class: 'hint', id: `${metricId}-hint` }, metricLocked ? lockReason : 'The metric to make best; it becomes the reward metric. Defaults to the reward metric.'),
     metricErr);
-  const rows = [];
+  const objMetric = { el: metricCell, control: metric, err: metricErr };
   const list = h('div', { class: 'constraint-rows', 'data-testid': 'constraint-rows' });
   const empty = h('p', { class: 'muted', 'data-testid': 'no-constraints' }, 'No constraints: the bandit looks at the objective alone.');
   const addBtn = h('button', { type: 'button', class: 'btn', 'data-testid': 'add-constraint', hidden: readOnly }, '+ Add constraint');
   const limitNote = h('p', { class: 'hint', 'data-testid': 'constraint-limit', hidden: true }, `At most ${MAX_CONSTRAINTS} constraints.`);
   const editorErr = h('p', { class: 'field-error', 'data-error-for': 'bandit.objective.constraints', hidden: true });
   const objErr = h('p', { class: 'field-error', 'data-error-for': 'bandit.objective', hidden: true });
+  const { rows, add: addRow, wire, clearRow, setCell } = rowList({
+    list, renumber: sync, onChange, fallbackFocus: () => (addBtn.disabled ? metric : addBtn) });
 
   function sync() {
     rows.forEach((r, i) => {
@@ -272,48 +227,24 @@ export function createObjectiveEditor({ objective, knownMetrics = [], metricLock
     const bound = isNum(c[kind]) ? c[kind] : null;
     const cb = h('input', { type: 'number', id: ids.b, step: 'any', value: bound === null ? '' : String(bound), readOnly, 'data-testid': 'constraint-bound' });
     const remove = h('button', { type: 'button', class: 'btn btn-ghost btn-small btn-danger', hidden: readOnly, 'data-testid': 'remove-constraint' }, 'Remove');
-    const cell = (id, label, control, key) => {
-      const err = cellError(key);
-      err.id = `${id}-error`;
-      control.setAttribute('aria-describedby', `${id}-error`);
-      return { el: h('div', { class: 'vcell', 'data-key': key }, h('label', { for: id }, label), control, err), control, err };
-    };
+    const cell = (id, label, control, key) =>
+      labelledCell(id, label, control, key, { errAttrs: { 'data-error-for': key } });
     const cells = { metric: cell(ids.m, 'Constrained metric', cm, 'metric'), kind: cell(ids.k, 'Bound', ck, 'kind'), bound: cell(ids.b, 'Value', cb, 'bound') };
     const rowErr = h('p', { class: 'field-error row-error', hidden: true });
     const el = h('div', { class: 'constraint-row', role: 'group', 'data-testid': 'constraint-row' },
       cells.metric.el, cells.kind.el, cells.bound.el, h('div', { class: 'vcell vcell-remove' }, remove), rowErr);
     const row = { el, metric: cm, kind: ck, bound: cb, cells, rowErr, remove };
-    for (const x of [cm, ck, cb]) x.addEventListener(x.tagName === 'SELECT' ? 'change' : 'input', () => { clearRow(row); onChange(); });
-    remove.addEventListener('click', () => {
-      const i = rows.indexOf(row);
-      rows.splice(i, 1);
-      el.remove();
-      sync();
-      onChange();
-      (rows[Math.min(i, rows.length - 1)]?.metric || (addBtn.disabled ? metric : addBtn)).focus();
-    });
+    wire(row, [cm, ck, cb]);
     return row;
   }
 
-  function clearRow(r) {
-    for (const c of Object.values(r.cells)) showCellError(c.el, c.control, c.err, '');
-    r.rowErr.hidden = true;
-    r.rowErr.textContent = '';
-    r.el.classList.remove('has-error');
-  }
   function rowError(r, msg) {
     r.rowErr.textContent = msg;
     r.rowErr.hidden = false;
     r.el.classList.add('has-error');
     return r.bound;
   }
-  function add(c) {
-    const row = makeRow(c);
-    rows.push(row);
-    list.appendChild(row.el);
-    sync();
-    return row;
-  }
+  const add = (c) => addRow(makeRow(c));
   for (const c of (obj && obj.constraints) || []) add(c);
   sync();
   addBtn.addEventListener('click', () => {
@@ -321,7 +252,7 @@ export function createObjectiveEditor({ objective, knownMetrics = [], metricLock
     add({ metric: '' }).metric.focus();
     onChange();
   });
-  metric.addEventListener('input', () => { showCellError(metricCell, metric, metricErr, ''); onChange(); });
+  metric.addEventListener('input', () => { showCellError(objMetric, ''); onChange(); });
 
   return {
     el: h('fieldset', { class: 'objective-editor', 'data-testid': 'objective-editor' },
@@ -335,7 +266,7 @@ export function createObjectiveEditor({ objective, knownMetrics = [], metricLock
       datalist),
     setKnownMetrics: setKnown,
     clearErrors() {
-      showCellError(metricCell, metric, metricErr, '');
+      showCellError(objMetric, '');
       for (const r of rows) clearRow(r);
       editorErr.hidden = true;
       objErr.hidden = true;
@@ -343,8 +274,8 @@ export function createObjectiveEditor({ objective, knownMetrics = [], metricLock
     problems() {
       const out = [];
       for (const r of rows) {
-        if (!r.metric.value.trim()) { showCellError(r.cells.metric.el, r.metric, r.cells.metric.err, 'Enter the metric this constraint bounds (or remove it)'); r.el.classList.add('has-error'); out.push(r.metric); }
-        if (r.bound.value.trim() === '') { showCellError(r.cells.bound.el, r.bound, r.cells.bound.err, 'Enter the bound'); r.el.classList.add('has-error'); out.push(r.bound); }
+        if (!r.metric.value.trim()) out.push(setCell(r, 'metric', 'Enter the metric this constraint bounds (or remove it)'));
+        if (r.bound.value.trim() === '') out.push(setCell(r, 'bound', 'Enter the bound'));
       }
       return out;
     },
@@ -359,7 +290,7 @@ export function createObjectiveEditor({ objective, knownMetrics = [], metricLock
     },
     setServerError(path, msg) {
       if (path === 'bandit.objective') { objErr.textContent = msg; objErr.hidden = false; return metric; }
-      if (path === 'bandit.objective.metric') { showCellError(metricCell, metric, metricErr, msg); return metric; }
+      if (path === 'bandit.objective.metric') { showCellError(objMetric, msg); return metric; }
       if (path === 'bandit.objective.constraints') { editorErr.textContent = msg; editorErr.hidden = false; return rows[0] ? rows[0].metric : addBtn; }
       const m = /^bandit\.objective\.constraints\[(\d+)\](?:\.(\w+))?$/.exec(path);
       if (!m) return null;
@@ -367,8 +298,8 @@ export function createObjectiveEditor({ objective, knownMetrics = [], metricLock
       if (!r) return null;
       const key = m[2];
       if (!key) return rowError(r, msg);
-      if (key === 'metric') { showCellError(r.cells.metric.el, r.metric, r.cells.metric.err, msg); r.el.classList.add('has-error'); return r.metric; }
-      if (key === 'max' || key === 'min') { showCellError(r.cells.bound.el, r.bound, r.cells.bound.err, msg); r.el.classList.add('has-error'); return r.bound; }
+      if (key === 'metric') return setCell(r, 'metric', msg);
+      if (key === 'max' || key === 'min') return setCell(r, 'bound', msg);
       return rowError(r, `${key}: ${msg}`);
     },
   };
