@@ -124,25 +124,50 @@ def litmus_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> tu
 
 
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_DONE = re.compile(r"(\d+) requests in ([\d.]+)(us|ms|s|m)")
 _LAT = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)", re.M)
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
-def wrk(url: str, body: bytes, seconds: int = 8, connections: int = 64,
-        headers: dict[str, str] | None = None) -> dict[str, float]:
-    """POST `body` to url with wrk on core 1; returns req/s and p50/p99 in ms."""
-    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
-    hdrs = {"Content-Type": "application/json", **(headers or {})}
-    lua_body = body.decode().replace("\\", "\\\\").replace('"', '\\"')
-    script.write('wrk.method = "POST"\n' + f'wrk.body = "{lua_body}"\n' + "".join(
-        f'wrk.headers["{k}"] = "{v}"\n' for k, v in hdrs.items()))
-    script.close()
+def run_wrk(url: str, script: str, seconds: float, connections: int) -> dict[str, float]:
+    """Run wrk on core 1 (one thread) with the Lua `script` against url.
+
+    Returns "n" (requests completed), "elapsed_s" (the run's length as wrk printed it), "rps"
+    (wrk's own Requests/sec), "p50_ms" and "p99_ms", and "non_2xx" (answers other than 2xx/3xx).
+    """
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
     cmd = (["taskset", "-c", "1"] if shutil.which("taskset") else []) + [
-        need_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    m = _RPS.search(out)
-    if not m:
-        raise RuntimeError(f"wrk printed no rate:\n{out}")
+        need_wrk(), "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", f.name, url]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(f.name)
+    rate, done = _RPS.search(out), _DONE.search(out)
+    if not rate or not done:
+        raise RuntimeError(f"wrk printed no rate or count:\n{out}")
+    elapsed = float(done.group(2)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[done.group(3)]
     lat = {p: float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[u] for p, v, u in _LAT.findall(out)}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": float(m.group(1)), "p50_ms": lat.get("50", 0.0), "p99_ms": lat.get("99", 0.0),
+    return {"n": float(done.group(1)), "elapsed_s": elapsed, "rps": float(rate.group(1)),
+            "p50_ms": lat.get("50", 0.0), "p99_ms": lat.get("99", 0.0),
             "non_2xx": float(errors.group(1)) if errors else 0.0}
+
+
+def wrk(url: str, body: bytes, seconds: float = 8, connections: int = 64,
+        headers: dict[str, str] | None = None) -> dict[str, float]:
+    """POST `body` to url with wrk on core 1; the figures of `run_wrk` (req/s, p50/p99 in ms...)."""
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    lua_body = body.decode().replace("\\", "\\\\").replace('"', '\\"')
+    script = 'wrk.method = "POST"\n' + f'wrk.body = "{lua_body}"\n' + "".join(
+        f'wrk.headers["{k}"] = "{v}"\n' for k, v in hdrs.items())
+    return run_wrk(url, script, seconds, connections)
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (utime + stime) a process used so far; 0.0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK

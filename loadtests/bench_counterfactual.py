@@ -26,15 +26,13 @@ import asyncio
 import contextlib
 import http.client
 import json
-import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import timeit
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,8 +40,8 @@ from typing import Any
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from loadtests._harness import TOKEN, api, launch_bench_experiment, litmus_server, need_wrk
-from loadtests.bench_ingest import LUA
+from loadtests._harness import TOKEN, api, launch_bench_experiment, litmus_server, run_wrk
+from loadtests.bench_ingest import LUA, _postgres_pids
 
 ROUNDS = 7
 ROWS = 100_000
@@ -88,7 +86,121 @@ def group_pids(pgid: int) -> list[int]:
 
 
 def spread(xs: list[float]) -> str:
+    """The median, min and max of per-round figures, to 3 decimals."""
     return f"median {statistics.median(xs):.3f}, min {min(xs):.3f}, max {max(xs):.3f}"
+
+
+# -- with/without comparisons (bench_covariates.py uses them too) ------------------------------
+# Each side is keyed True (with the feature measured) and False (without it: the baseline).
+Sides = dict[bool, list[float]]
+
+
+def rates(xs: list[float], unit: str, k_digits: int, baseline: bool = False) -> str:
+    """A rate's median and each round's in thousands: `   123456 rows/s  (per round 120k 125k)`,
+    `(baseline; per round ...)` with `baseline`."""
+    return (f"{statistics.median(xs):9.0f} {unit}  ({'baseline; ' if baseline else ''}per round "
+            + " ".join(f"{x / 1000:.{k_digits}f}k" for x in xs) + ")")
+
+
+def per_round(ratios: list[float], goal: float | None = None) -> str:
+    """Per-round ratios: their spread, then each of them (and the goal, if any) in brackets."""
+    listed = " ".join(f"{x:.3f}" for x in ratios)
+    return f"{spread(ratios)}  ({listed}{f'; goal >= {goal:g}' if goal is not None else ''})"
+
+
+def cpu_per(cpu_us: Sides, digits: int) -> str:
+    """CPU us per item without and with (medians), and the rate ratio with/without per round."""
+    ratios = [b / a for a, b in zip(cpu_us[True], cpu_us[False], strict=True)]
+    return (f"without {statistics.median(cpu_us[False]):.{digits}f} us, with "
+            f"{statistics.median(cpu_us[True]):.{digits}f} us; rate ratio with/without per round: "
+            f"{per_round(ratios)}")
+
+
+def validation_costs(bodies: dict[bool, dict[str, Any]], entry: Any, rounds: int) -> Sides:
+    """CPU seconds per event of `validate_events` on bodies[True] and bodies[False] with the
+    registry `entry`, alternated for `rounds` rounds (each the best of 7 repeats of 5 calls)."""
+    from litmus.api.event_schemas import validate_events
+
+    now = datetime.now(UTC)
+    per_event: Sides = {True: [], False: []}
+    for r in range(rounds):
+        for side in (True, False) if r % 2 == 0 else (False, True):
+            body = bodies[side]
+
+            def once(b: dict[str, Any] = body) -> None:
+                validate_events(b, "typed", lambda _: entry, now)
+
+            per_event[side].append(min(timeit.repeat(once, timer=time.thread_time, number=5,
+                                                     repeat=7)) / 5 / len(body["events"]))
+    return per_event
+
+
+async def copy_rounds(conn: Any, into: dict[bool, tuple[str, Sequence[str]]],
+                      rows: Callable[[bool, str], list[tuple[object, ...]]],
+                      rounds: int) -> tuple[Sides, Sides, Sides]:
+    """COPY rows(side, tag) into into[side] = (table, columns) in batches of 5000, the two sides
+    alternating batch by batch, `rounds` rounds on truncated tables. Per side and round: rows/s,
+    CPU us per row (this thread + the connection's PostgreSQL backend) and of that the client's
+    (asyncpg's row encoding)."""
+    backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+    rate: Sides = {True: [], False: []}
+    cpu_us: Sides = {True: [], False: []}
+    client_us: Sides = {True: [], False: []}
+    for r in range(rounds):
+        data = {True: rows(True, f"{r}w"), False: rows(False, f"{r}n")}
+        n = len(data[True])
+        await conn.execute(f"TRUNCATE {into[True][0]}, {into[False][0]}")
+        spent = {True: 0.0, False: 0.0}
+        cpu = {True: 0.0, False: 0.0}
+        client = {True: 0.0, False: 0.0}
+        # Batch by batch, alternating which side goes first: drift on a shared machine lands on
+        # both sides alike.
+        for j, i in enumerate(range(0, n, 5000)):
+            for side in (True, False) if (r + j) % 2 == 0 else (False, True):
+                table, columns = into[side]
+                t, c, b = time.perf_counter(), time.thread_time(), cpu_s([backend])
+                await conn.copy_records_to_table(table, records=data[side][i:i + 5000],
+                                                 columns=columns)
+                spent[side] += time.perf_counter() - t
+                client[side] += time.thread_time() - c
+                cpu[side] += time.thread_time() - c + cpu_s([backend]) - b
+        for side in (True, False):
+            rate[side].append(n / spent[side])
+            cpu_us[side].append(cpu[side] / n * 1e6)
+            client_us[side].append(client[side] / n * 1e6)
+    return rate, cpu_us, client_us
+
+
+def wrk_rate(url: str, lua: str, seconds: int) -> tuple[float, int]:
+    """Events/s and events sent by wrk (core 1, 32 connections) posting 100-event batches."""
+    res = run_wrk(url, lua % {"token": TOKEN, "size": 100}, seconds, 32)
+    if res["non_2xx"]:
+        raise RuntimeError(f"wrk saw {res['non_2xx']:.0f} non-2xx answers")
+    return res["rps"] * 100, int(res["n"]) * 100
+
+
+def http_rounds(url: str, luas: dict[bool, str], server_pid: int, data_dir: Path, rounds: int,
+                seconds: int) -> tuple[Sides, Sides]:
+    """wrk posting with the Lua script luas[side], the sides alternated, `rounds` rounds of
+    `seconds`. Per side and round: events/s, and CPU us per event of the server's process group
+    (started in its own session) and the embedded PostgreSQL in data_dir."""
+    rate: Sides = {True: [], False: []}
+    cpu_us: Sides = {True: [], False: []}
+    for r in range(rounds):
+        for side in (True, False) if r % 2 == 0 else (False, True):
+            # The wrk script's ids restart with each run: a tag per round keeps them new.
+            tag = f"r{r}{'w' if side else 'n'}"
+            tagged = luas[side].replace('"%%d-%%08x%%08x"', f'"{tag}-%%d-%%08x%%08x"')
+            assert tagged != luas[side]
+            pids = group_pids(server_pid) + _postgres_pids(data_dir)
+            c0 = cpu_s(pids)
+            events, sent = wrk_rate(url, tagged, seconds)
+            rate[side].append(events)
+            cpu_us[side].append((cpu_s(pids) - c0) / max(sent, 1) * 1e6)
+    return rate, cpu_us
+
+
+# -- the counterfactual benchmark --------------------------------------------------------------
 
 
 async def write_path(dsn: str) -> None:
@@ -109,72 +221,32 @@ async def write_path(dsn: str) -> None:
                  f"{tag}-{uuid.uuid4().hex}", *((0.2 + (i % 5) / 10.0,) if with_p else ()))
                 for i in range(ROWS)]
 
-    with_col: list[float] = []
-    without: list[float] = []
-    cpu_ratios: list[float] = []
-    cpu_us: dict[bool, list[float]] = {True: [], False: []}
-    backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
     try:
-        for r in range(ROUNDS):
-            data = {True: rows(True, f"{r}p"), False: rows(False, f"{r}n")}
-            await conn.execute("TRUNCATE exposures, bench_exposures_before")
-            spent = {True: 0.0, False: 0.0}
-            cpu = {True: 0.0, False: 0.0}
-            # Batch by batch, alternating which shape goes first: drift on a shared machine
-            # lands on both sides alike.
-            for j, i in enumerate(range(0, ROWS, 5000)):
-                for with_p in (True, False) if (r + j) % 2 == 0 else (False, True):
-                    t, c = time.perf_counter(), time.thread_time() + cpu_s([backend])
-                    await conn.copy_records_to_table(
-                        "exposures" if with_p else "bench_exposures_before",
-                        records=data[with_p][i:i + 5000], columns=cols if with_p else cols[:-1])
-                    spent[with_p] += time.perf_counter() - t
-                    cpu[with_p] += time.thread_time() + cpu_s([backend]) - c
-            with_col.append(ROWS / spent[True])
-            without.append(ROWS / spent[False])
-            cpu_ratios.append(cpu[False] / cpu[True])
-            cpu_us[True].append(cpu[True] / ROWS * 1e6)
-            cpu_us[False].append(cpu[False] / ROWS * 1e6)
+        rate, cpu_us, _ = await copy_rounds(conn, {True: ("exposures", cols),
+                                                   False: ("bench_exposures_before", cols[:-1])},
+                                            rows, ROUNDS)
         await conn.execute("TRUNCATE exposures")
         await conn.execute("DROP TABLE bench_exposures_before")
     finally:
         await conn.close()
-    ratios = [a / b for a, b in zip(with_col, without, strict=True)]
-    print(f"write  COPY exposures without probability (the shape before) "
-          f"{statistics.median(without):9.0f} rows/s  (baseline; per round "
-          + " ".join(f"{x / 1000:.0f}k" for x in without) + ")")
-    print(f"write  COPY exposures with probability                       "
-          f"{statistics.median(with_col):9.0f} rows/s  (per round "
-          + " ".join(f"{x / 1000:.0f}k" for x in with_col) + ")")
-    print(f"write  ratio with/without per round: {spread(ratios)}  "
-          f"({' '.join(f'{x:.3f}' for x in ratios)}; goal >= 0.95)")
-    print(f"write  CPU per row (client + its PostgreSQL backend): without "
-          f"{statistics.median(cpu_us[False]):.2f} us, with {statistics.median(cpu_us[True]):.2f}"
-          f" us; rate ratio with/without per round: {spread(cpu_ratios)}  "
-          f"({' '.join(f'{x:.3f}' for x in cpu_ratios)})", flush=True)
+    ratios = [a / b for a, b in zip(rate[True], rate[False], strict=True)]
+    print("write  COPY exposures without probability (the shape before) "
+          + rates(rate[False], "rows/s", 0, baseline=True))
+    print("write  COPY exposures with probability                       "
+          + rates(rate[True], "rows/s", 0))
+    print(f"write  ratio with/without per round: {per_round(ratios, goal=0.95)}")
+    print(f"write  CPU per row (client + its PostgreSQL backend): {cpu_per(cpu_us, 2)}", flush=True)
 
 
 def validation() -> None:
     """In process: validating a 1000-event batch (two exposures in three) with every exposure
     carrying "probability" against the same batch without it (the weight is then looked up)."""
-    from litmus.api.event_schemas import validate_events
     from loadtests.bench_ingest import _Entry, events
 
     plain = {"events": events(1000)}
     with_p = {"events": [dict(e, probability=0.5) if e["type"] == "exposure" else e
                          for e in plain["events"]]}
-    entry: Any = _Entry()
-    now = datetime.now(UTC)
-    per_event: dict[bool, list[float]] = {True: [], False: []}
-    for r in range(ROUNDS):
-        for flag in (True, False) if r % 2 == 0 else (False, True):
-            body = with_p if flag else plain
-
-            def once(b: dict[str, Any] = body) -> None:
-                validate_events(b, "typed", lambda _: entry, now)
-
-            per_event[flag].append(min(timeit.repeat(once, timer=time.thread_time, number=5,
-                                                     repeat=7)) / 5 / 1000)
+    per_event = validation_costs({True: with_p, False: plain}, _Entry(), ROUNDS)
     ratios = [b / a for a, b in zip(per_event[True], per_event[False], strict=True)]
     print(f"parse  validate_events, 1000 events (CPU time), without probability "
           f"{statistics.median(per_event[False]) * 1e6:6.2f} us/event (baseline)   with "
@@ -182,61 +254,24 @@ def validation() -> None:
           f"per round: {spread(ratios)}", flush=True)
 
 
-def wrk_rate(url: str, lua: str, seconds: int) -> tuple[float, int]:
-    """Events/s and events sent by wrk (core 1, 32 connections) posting 100-event batches."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(lua % {"token": TOKEN, "size": 100})
-    cmd = (["taskset", "-c", "1"] if shutil.which("taskset") else []) + [
-        need_wrk(), "-t1", "-c32", f"-d{seconds}s", "-s", script.name, url]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    Path(script.name).unlink()
-    if re.search(r"Non-2xx or 3xx responses: (\d+)", out):
-        raise RuntimeError(f"wrk saw errors:\n{out}")
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not m:
-        raise RuntimeError(f"wrk printed no rate:\n{out}")
-    sent = re.search(r"(\d+) requests in", out)
-    return float(m.group(1)) * 100, int(sent.group(1)) * 100 if sent else 0
-
-
 def http_ingest(data_dir: Path) -> None:
     """Batches of 100 with and without "probability" on their exposures, alternated."""
     proc, base = litmus_server(data_dir, {"LITMUS_RECOMPUTE_INTERVAL_S": "3600"})
-    with_p: list[float] = []
-    without: list[float] = []
-    cpu_us: dict[bool, list[float]] = {True: [], False: []}
-    from loadtests.bench_ingest import _postgres_pids
-
     try:
         launch_bench_experiment(base)
         time.sleep(0.5)
         url = base + "/api/v1/events"
         wrk_rate(url, LUA.replace('"%%d-', '"w-%%d-'), 2)  # warm-up
-        for r in range(HTTP_ROUNDS):
-            # The wrk script's ids restart with each run: a tag per round keeps them new.
-            for lua, out in ((LUA_PROB, with_p), (LUA, without))[:: 1 if r % 2 == 0 else -1]:
-                tag = f"r{r}{'p' if out is with_p else 'n'}"
-                tagged = lua.replace('"%%d-%%08x%%08x"', f'"{tag}-%%d-%%08x%%08x"')
-                assert tagged != lua
-                pids = group_pids(proc.p.pid) + _postgres_pids(data_dir)
-                c0 = cpu_s(pids)
-                rate, sent = wrk_rate(url, tagged, HTTP_SECONDS)
-                out.append(rate)
-                cpu_us[out is with_p].append((cpu_s(pids) - c0) / max(sent, 1) * 1e6)
+        rate, cpu_us = http_rounds(url, {True: LUA_PROB, False: LUA}, proc.p.pid, data_dir,
+                                   HTTP_ROUNDS, HTTP_SECONDS)
     finally:
         proc.stop()
-    ratios = [a / b for a, b in zip(with_p, without, strict=True)]
-    print(f"http   batch 100, exposures without probability {statistics.median(without):9.0f} "
-          f"ev/s  (baseline; per round " + " ".join(f"{x / 1000:.1f}k" for x in without) + ")")
-    print(f"http   batch 100, exposures with probability    {statistics.median(with_p):9.0f} "
-          f"ev/s  (per round " + " ".join(f"{x / 1000:.1f}k" for x in with_p) + ")")
-    print(f"http   ratio with/without per round: {spread(ratios)}  "
-          f"({' '.join(f'{x:.3f}' for x in ratios)}; goal >= 0.95)")
-    cpu_ratios = [b / a for a, b in zip(cpu_us[True], cpu_us[False], strict=True)]
-    print(f"http   CPU per event (server + PostgreSQL): without "
-          f"{statistics.median(cpu_us[False]):.1f} us, with {statistics.median(cpu_us[True]):.1f} us;"
-          f" rate ratio with/without per round: {spread(cpu_ratios)}  "
-          f"({' '.join(f'{x:.3f}' for x in cpu_ratios)})", flush=True)
+    ratios = [a / b for a, b in zip(rate[True], rate[False], strict=True)]
+    print("http   batch 100, exposures without probability "
+          + rates(rate[False], "ev/s", 1, baseline=True))
+    print("http   batch 100, exposures with probability    " + rates(rate[True], "ev/s", 1))
+    print(f"http   ratio with/without per round: {per_round(ratios, goal=0.95)}")
+    print(f"http   CPU per event (server + PostgreSQL): {cpu_per(cpu_us, 1)}", flush=True)
 
 
 def timed_calls(conn: http.client.HTTPConnection, method: str, path: str,

@@ -30,7 +30,6 @@ import statistics
 import sys
 import tempfile
 import time
-import timeit
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,8 +37,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from loadtests._harness import api, litmus_server
-from loadtests.bench_counterfactual import cpu_s, group_pids, spread, wrk_rate
-from loadtests.bench_ingest import LUA, _postgres_pids
+from loadtests.bench_counterfactual import (
+    copy_rounds,
+    cpu_per,
+    http_rounds,
+    per_round,
+    rates,
+    validation_costs,
+    wrk_rate,
+)
+from loadtests.bench_ingest import LUA
 
 ROUNDS = 7
 ROWS = 100_000
@@ -78,22 +85,12 @@ def validation() -> None:
     checked = validate_events(with_c, "typed", lambda _: entry, now).exposures
     cov_at = EXPOSURE_COLUMNS.index("covariate_2")
     assert checked and checked[-1][cov_at] is not None, "the covariates were not kept"
-    per_event: dict[bool, list[float]] = {True: [], False: []}
-    for r in range(ROUNDS):
-        for flag in (True, False) if r % 2 == 0 else (False, True):
-            body = with_c if flag else plain
-
-            def once(b: dict[str, Any] = body) -> None:
-                validate_events(b, "typed", lambda _: entry, now)
-
-            per_event[flag].append(min(timeit.repeat(once, timer=time.thread_time, number=5,
-                                                     repeat=7)) / 5 / 1000)
+    per_event = validation_costs({True: with_c, False: plain}, entry, ROUNDS)
     ratios = [b / a for a, b in zip(per_event[True], per_event[False], strict=True)]
     print(f"parse  validate_events, 1000 events (CPU time), without covariates "
           f"{statistics.median(per_event[False]) * 1e6:6.2f} us/event (baseline)   with "
           f"{statistics.median(per_event[True]) * 1e6:6.2f} us/event", flush=True)
-    print(f"parse  rate ratio with/without per round: {spread(ratios)}  "
-          f"({' '.join(f'{x:.3f}' for x in ratios)})", flush=True)
+    print(f"parse  rate ratio with/without per round: {per_round(ratios)}", flush=True)
 
 
 async def write_path(dsn: str) -> None:
@@ -114,36 +111,9 @@ async def write_path(dsn: str) -> None:
                  *db.covariate_columns([float(i % 50), i % 7 + 0.5] if with_c else None))
                 for i in range(ROWS)]
 
-    with_col: list[float] = []
-    without: list[float] = []
-    cpu_ratios: list[float] = []
-    cpu_us: dict[bool, list[float]] = {True: [], False: []}
-    client_us: dict[bool, list[float]] = {True: [], False: []}
-    backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
     try:
-        for r in range(ROUNDS):
-            data = {True: rows(True, f"{r}c"), False: rows(False, f"{r}n")}
-            await conn.execute("TRUNCATE exposures, bench_exposures_null")
-            spent = {True: 0.0, False: 0.0}
-            cpu = {True: 0.0, False: 0.0}
-            client = {True: 0.0, False: 0.0}
-            # Batch by batch, alternating which goes first: drift lands on both sides alike.
-            for j, i in enumerate(range(0, ROWS, 5000)):
-                for with_c in (True, False) if (r + j) % 2 == 0 else (False, True):
-                    t, c, b = time.perf_counter(), time.thread_time(), cpu_s([backend])
-                    await conn.copy_records_to_table(
-                        "exposures" if with_c else "bench_exposures_null",
-                        records=data[with_c][i:i + 5000], columns=cols)
-                    spent[with_c] += time.perf_counter() - t
-                    client[with_c] += time.thread_time() - c
-                    cpu[with_c] += time.thread_time() - c + cpu_s([backend]) - b
-            with_col.append(ROWS / spent[True])
-            without.append(ROWS / spent[False])
-            cpu_ratios.append(cpu[False] / cpu[True])
-            cpu_us[True].append(cpu[True] / ROWS * 1e6)
-            cpu_us[False].append(cpu[False] / ROWS * 1e6)
-            client_us[True].append(client[True] / ROWS * 1e6)
-            client_us[False].append(client[False] / ROWS * 1e6)
+        rate, cpu_us, client_us = await copy_rounds(
+            conn, {True: ("exposures", cols), False: ("bench_exposures_null", cols)}, rows, ROUNDS)
         stored = await conn.fetchrow("SELECT covariate_1, covariate_2, covariate_3 FROM exposures "
                                      "LIMIT 1")
         assert stored[1] is not None and stored[2] is None, stored
@@ -151,19 +121,11 @@ async def write_path(dsn: str) -> None:
         await conn.execute("DROP TABLE bench_exposures_null")
     finally:
         await conn.close()
-    ratios = [a / b for a, b in zip(with_col, without, strict=True)]
-    print(f"write  COPY exposures, covariates NULL (baseline) "
-          f"{statistics.median(without):9.0f} rows/s  (per round "
-          + " ".join(f"{x / 1000:.0f}k" for x in without) + ")")
-    print(f"write  COPY exposures, 2 covariates             "
-          f"{statistics.median(with_col):9.0f} rows/s  (per round "
-          + " ".join(f"{x / 1000:.0f}k" for x in with_col) + ")")
-    print(f"write  ratio with/without per round: {spread(ratios)}  "
-          f"({' '.join(f'{x:.3f}' for x in ratios)})")
-    print(f"write  CPU per row (client + its PostgreSQL backend): without "
-          f"{statistics.median(cpu_us[False]):.2f} us, with {statistics.median(cpu_us[True]):.2f}"
-          f" us; rate ratio with/without per round: {spread(cpu_ratios)}  "
-          f"({' '.join(f'{x:.3f}' for x in cpu_ratios)})")
+    ratios = [a / b for a, b in zip(rate[True], rate[False], strict=True)]
+    print("write  COPY exposures, covariates NULL (baseline) " + rates(rate[False], "rows/s", 0))
+    print("write  COPY exposures, 2 covariates             " + rates(rate[True], "rows/s", 0))
+    print(f"write  ratio with/without per round: {per_round(ratios)}")
+    print(f"write  CPU per row (client + its PostgreSQL backend): {cpu_per(cpu_us, 2)}")
     print(f"write  of which the client (asyncpg's row encoding): without "
           f"{statistics.median(client_us[False]):.2f} us, with "
           f"{statistics.median(client_us[True]):.2f} us per row", flush=True)
@@ -185,40 +147,22 @@ def http_ingest(data_dir: Path, attributes: bool = False) -> None:
     lua_with = LUA_COV_ATTRS if attributes else LUA_COV
     label = "2 covariates, 2 attributes" if attributes else "2 covariates"
     proc, base = litmus_server(data_dir, {"LITMUS_RECOMPUTE_INTERVAL_S": "3600"})
-    with_c: list[float] = []
-    without: list[float] = []
-    cpu_us: dict[bool, list[float]] = {True: [], False: []}
     try:
         exp = launch(base)
         time.sleep(0.5)
         url = base + "/api/v1/events"
         wrk_rate(url, lua_with.replace('"%%d-', '"w-%%d-'), 2)  # warm-up (and a 202 check)
-        for r in range(HTTP_ROUNDS):
-            # The wrk script's ids restart with each run: a tag per round keeps them new.
-            for lua, out in ((lua_with, with_c), (LUA, without))[:: 1 if r % 2 == 0 else -1]:
-                tag = f"r{r}{'c' if out is with_c else 'n'}"
-                tagged = lua.replace('"%%d-%%08x%%08x"', f'"{tag}-%%d-%%08x%%08x"')
-                assert tagged != lua
-                pids = group_pids(proc.p.pid) + _postgres_pids(data_dir)
-                c0 = cpu_s(pids)
-                rate, sent = wrk_rate(url, tagged, HTTP_SECONDS)
-                out.append(rate)
-                cpu_us[out is with_c].append((cpu_s(pids) - c0) / max(sent, 1) * 1e6)
+        rate, cpu_us = http_rounds(url, {True: lua_with, False: LUA}, proc.p.pid, data_dir,
+                                   HTTP_ROUNDS, HTTP_SECONDS)
         stored = asyncio.run(_count_covariates(data_dir, exp["id"]))
     finally:
         proc.stop()
-    ratios = [a / b for a, b in zip(with_c, without, strict=True)]
-    print(f"http   batch 100, exposures without covariates {statistics.median(without):9.0f} "
-          f"ev/s  (baseline; per round " + " ".join(f"{x / 1000:.1f}k" for x in without) + ")")
-    print(f"http   batch 100, exposures with {label}  {statistics.median(with_c):9.0f} "
-          f"ev/s  (per round " + " ".join(f"{x / 1000:.1f}k" for x in with_c) + ")")
-    print(f"http   ratio with/without per round: {spread(ratios)}  "
-          f"({' '.join(f'{x:.3f}' for x in ratios)}; goal >= 0.9)")
-    cpu_ratios = [b / a for a, b in zip(cpu_us[True], cpu_us[False], strict=True)]
-    print(f"http   CPU per event (server + PostgreSQL): without "
-          f"{statistics.median(cpu_us[False]):.1f} us, with {statistics.median(cpu_us[True]):.1f} us;"
-          f" rate ratio with/without per round: {spread(cpu_ratios)}  "
-          f"({' '.join(f'{x:.3f}' for x in cpu_ratios)})")
+    ratios = [a / b for a, b in zip(rate[True], rate[False], strict=True)]
+    print("http   batch 100, exposures without covariates "
+          + rates(rate[False], "ev/s", 1, baseline=True))
+    print(f"http   batch 100, exposures with {label}  " + rates(rate[True], "ev/s", 1))
+    print(f"http   ratio with/without per round: {per_round(ratios, goal=0.9)}")
+    print(f"http   CPU per event (server + PostgreSQL): {cpu_per(cpu_us, 1)}")
     print(f"http   stored exposures with covariates: {stored[0]:,} of {stored[1]:,}"
           + (f", with attributes: {stored[2]:,}" if attributes else ""), flush=True)
     if attributes:

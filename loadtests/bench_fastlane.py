@@ -25,9 +25,7 @@ import argparse
 import asyncio
 import os
 import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,48 +43,14 @@ from loadtests._harness import (
     free_port,
     launch_bench_experiment,
     litmus_server,
-    need_wrk,
+    process_cpu_s,
     wait_post,
+    wrk,
 )
 
 BODY = orjson.dumps({"experiment": "bench", "unit_id": "user-12345"})
 BATCH = orjson.dumps({"experiment": "bench", "unit_ids": [f"user-{i}" for i in range(1000)]})
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-_TICK = os.sysconf("SC_CLK_TCK")
-_DONE = re.compile(r"(\d+) requests in ([\d.]+)(us|ms|s|m)")
-_LAT = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)", re.M)
-
-
-def cpu_s(pid: int) -> float:
-    """utime + stime of a process, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def wrk(url: str, body: bytes, seconds: float, connections: int = 64,
-        headers: dict[str, str] | None = None) -> dict[str, float]:
-    """POST body with wrk on core 1: requests, requests/s, p50/p99 (ms), non-2xx."""
-    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
-    hdrs = {"Content-Type": "application/json", **(headers or {})}
-    lua_body = body.decode().replace("\\", "\\\\").replace('"', '\\"')
-    script.write('wrk.method = "POST"\n' + f'wrk.body = "{lua_body}"\n' + "".join(
-        f'wrk.headers["{k}"] = "{v}"\n' for k, v in hdrs.items()))
-    script.close()
-    cmd = (["taskset", "-c", "1"] if shutil.which("taskset") else []) + [
-        need_wrk(), "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", script.name, url]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    os.unlink(script.name)
-    m = _DONE.search(out)
-    if not m:
-        raise RuntimeError(f"wrk printed no count:\n{out}")
-    dur = float(m.group(2)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[m.group(3)]
-    lat = {p: float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[u] for p, v, u in _LAT.findall(out)}
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    n = float(m.group(1))
-    return {"n": n, "rps": n / dur, "p50": lat.get("50", 0.0), "p99": lat.get("99", 0.0),
-            "non_2xx": float(errors.group(1)) if errors else 0.0}
-
-
 # -- the paced client --------------------------------------------------------------------------
 
 
@@ -208,18 +172,18 @@ def main() -> None:
         for r in range(args.rounds):
             order = variants[r % len(variants):] + variants[:r % len(variants)]
             for name, url, pid, hdrs in order:
-                c0 = cpu_s(pid)
+                c0 = process_cpu_s(pid)
                 res = wrk(url, BODY, args.seconds, headers=hdrs)
-                c1 = cpu_s(pid)
+                c1 = process_cpu_s(pid)
                 if res["non_2xx"]:
                     raise RuntimeError(f"{name}: {res['non_2xx']:.0f} non-2xx answers")
-                rps[name].append(res["rps"])
+                rps[name].append(res["n"] / res["elapsed_s"])
                 cpu[name].append((c1 - c0) / res["n"] * 1e6)
             for name in ("fast", "main") if r % 2 else ("main", "fast"):
                 port = fast_port if name == "fast" else main_port
                 res = wrk(f"http://127.0.0.1:{port}/api/v1/assign/batch", BATCH, args.seconds,
                           connections=4, headers=AUTH)
-                batch[name].append(res["rps"] * 1000)
+                batch[name].append(res["n"] / res["elapsed_s"] * 1000)
             for name in ("bare", "main", "fast"):
                 port, path, hdrs = ports[name]
                 p99[name].append(paced_p99(port, path, BODY, hdrs, args.rate, args.paced_seconds))

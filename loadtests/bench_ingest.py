@@ -37,7 +37,8 @@ from loadtests._harness import (
     free_port,
     launch_bench_experiment,
     litmus_server,
-    need_wrk,
+    process_cpu_s,
+    run_wrk,
     wait_post,
 )
 
@@ -207,37 +208,12 @@ async def write_paths(dsn: str) -> None:
 
 def wrk_events(url: str, size: int, seconds: int, connections: int) -> dict[str, float]:
     """Run wrk with the unique-body Lua script; returns req/s, events/s, p50/p99 and errors."""
-    import re
-    import shutil
-    import subprocess
-
-    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
-    script.write(LUA % {"token": TOKEN, "size": size})
-    script.close()
-    cmd = (["taskset", "-c", "1"] if shutil.which("taskset") else []) + [
-        need_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    os.unlink(script.name)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    lat = {p: float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[u]
-           for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)", out, re.M)}
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "eps": rps * size, "p50": lat.get("50", 0.0), "p99": lat.get("99", 0.0),
-            "errors": float(errors.group(1)) if errors else 0.0}
+    r = run_wrk(url, LUA % {"token": TOKEN, "size": size}, seconds, connections)
+    return {"rps": r["rps"], "eps": r["rps"] * size, "p50": r["p50_ms"], "p99": r["p99_ms"],
+            "errors": r["non_2xx"]}
 
 
 CONNECTIONS = {1: 64, 100: 32, 1000: 16}
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process used so far."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def _postgres_pids(data_dir: Path) -> list[int]:
@@ -278,13 +254,13 @@ def http(env: dict[str, str], data_dir: Path) -> str:
         launch_bench_experiment(base)
         time.sleep(0.5)
         for size in SIZES:
-            pg0 = {p: _cpu(p) for p in _postgres_pids(data_dir)}
-            srv0 = _cpu(proc.p.pid)
+            pg0 = {p: process_cpu_s(p) for p in _postgres_pids(data_dir)}
+            srv0 = process_cpu_s(proc.p.pid)
             lit[size] = wrk_events(base + "/api/v1/events", size, SECONDS, CONNECTIONS[size])
             # Backends that exited during the run are not counted: the writers' stay.
-            pg1 = {p: _cpu(p) for p in _postgres_pids(data_dir)}
+            pg1 = {p: process_cpu_s(p) for p in _postgres_pids(data_dir)}
             n = max(lit[size]["eps"] * SECONDS, 1.0)
-            lit[size]["srv_us"] = (_cpu(proc.p.pid) - srv0) / n * 1e6
+            lit[size]["srv_us"] = (process_cpu_s(proc.p.pid) - srv0) / n * 1e6
             lit[size]["pg_us"] = sum(c - pg0.get(p, 0.0) for p, c in pg1.items()) / n * 1e6
     finally:
         proc.stop()
