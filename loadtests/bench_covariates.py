@@ -141,7 +141,7 @@ def launch(base: str) -> dict[str, Any]:
     return exp
 
 
-def http_ingest(data_dir: Path, attributes: bool = False) -> None:
+def http_ingest(data_dir: Path, attributes: bool = False, rounds: int = HTTP_ROUNDS) -> None:
     """Batches of 100 with and without covariates (and, with `attributes`, two segment
     attributes) on their exposures, alternated."""
     lua_with = LUA_COV_ATTRS if attributes else LUA_COV
@@ -153,7 +153,7 @@ def http_ingest(data_dir: Path, attributes: bool = False) -> None:
         url = base + "/api/v1/events"
         wrk_rate(url, lua_with.replace('"%%d-', '"w-%%d-'), 2)  # warm-up (and a 202 check)
         rate, cpu_us = http_rounds(url, {True: lua_with, False: LUA}, proc.p.pid, data_dir,
-                                   HTTP_ROUNDS, HTTP_SECONDS)
+                                   rounds, HTTP_SECONDS)
         stored = asyncio.run(_count_covariates(data_dir, exp["id"]))
     finally:
         proc.stop()
@@ -189,6 +189,10 @@ async def _count_covariates(data_dir: Path, exp_id: str) -> tuple[int, int, int]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--http-only", action="store_true",
+                        help="only the HTTP part (no in-process parse or COPY rounds)")
+    parser.add_argument("--http-rounds", type=int, default=HTTP_ROUNDS,
+                        help=f"alternated HTTP rounds of {HTTP_SECONDS} s each (default {HTTP_ROUNDS})")
     parser.add_argument("--attributes", action="store_true",
                         help="the HTTP part's exposures also carry two segment attributes")
     args = parser.parse_args()
@@ -196,14 +200,15 @@ def main() -> None:
           f"both; load average {os.getloadavg()[0]:.2f})", flush=True)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="litmus-bench-cov-") as tmp:
-        validation()
-        from litmus.db.pool import run_migrations, start_embedded
+        if not args.http_only:
+            validation()
+            from litmus.db.pool import run_migrations, start_embedded
 
-        dsn = start_embedded(Path(tmp) / "write", cleanup_mode="stop")
-        asyncio.run(run_migrations(dsn))
-        asyncio.run(write_path(dsn))
+            dsn = start_embedded(Path(tmp) / "write", cleanup_mode="stop")
+            asyncio.run(run_migrations(dsn))
+            asyncio.run(write_path(dsn))
         if not args.skip_http:
-            http_ingest(Path(tmp) / "http", args.attributes)
+            http_ingest(Path(tmp) / "http", args.attributes, args.http_rounds)
     print(f"(took {time.monotonic() - t0:.0f} s; load average {os.getloadavg()[0]:.2f})")
 
 
