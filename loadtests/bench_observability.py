@@ -5,7 +5,9 @@ assign path; every figure is a ratio against a baseline measured in the same run
    observe_middleware; minimum of several rounds, so other load on the machine matters less.
 2. HTTP: POST /api/v1/assign on a real `litmus serve` (core 0, wrk on core 1) with the
    middleware removed (baseline) and in place, alternating; requests/s, and the server's CPU
-   time per request, which is steadier than requests/s on a shared machine.
+   time per request, which is steadier than requests/s on a shared machine. Both servers run
+   with CORS open, where the middleware stands apart from the rest and the main port is
+   aiohttp's alone.
 
 Usage: python loadtests/bench_observability.py [--rounds 3] [--seconds 8] [--no-http]
 """
@@ -99,8 +101,12 @@ def http(rounds: int, seconds: int) -> None:
         for _ in range(rounds):
             for variant in ("without", "with"):
                 port = free_port()
+                # CORS open: the app then stacks observe_middleware apart from the rest (so the
+                # "without" variant can take it out) and the main port is aiohttp's alone (no
+                # front answering assign with the fast lane's code; docs/DEVELOPING.md).
                 env = {"LITMUS_DATA_DIR": str(data), "ADMIN_API_TOKENS": f"bench:{TOKEN}",
-                       "LITMUS_PORT": str(port), "LITMUS_LOG_LEVEL": "WARNING"}
+                       "LITMUS_PORT": str(port), "LITMUS_LOG_LEVEL": "WARNING",
+                       "LITMUS_CORS_ORIGINS": "http://bench.invalid"}
                 env.pop("DATABASE_URL", None)
                 proc = Proc([sys.executable, __file__, SERVE_FLAG, variant], env=env, core=0)
                 base = f"http://127.0.0.1:{port}"
