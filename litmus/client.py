@@ -101,8 +101,8 @@ def _parse_sse(lines: list[str]) -> bytes | None:
     return "\n".join(data).encode() if data else None
 
 
-class LitmusClient:
-    """Thread-safe synchronous client; refreshes in a daemon thread."""
+class _Client:
+    """What both clients keep: where to call, the token, how often to refresh, the config."""
 
     def __init__(self, base_url: str, token: str, *, poll_interval_s: float = 10.0,
                  timeout_s: float = 5.0, stream: bool = True,
@@ -114,14 +114,24 @@ class LitmusClient:
         self.timeout_s = timeout_s
         self.stream = stream
         self.state = ConfigState()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._response: Any = None
 
     def assign(self, experiment: str, unit_id: str,
                attributes: Mapping[str, Any] | None = None) -> Assignment:
-        """The unit's variant, from the in-memory config (no network)."""
+        """The unit's variant, from the in-memory config (no network, no await)."""
         return self.state.assign(experiment, unit_id, attributes)
+
+
+class LitmusClient(_Client):
+    """Thread-safe synchronous client; refreshes in a daemon thread."""
+
+    def __init__(self, base_url: str, token: str, *, poll_interval_s: float = 10.0,
+                 timeout_s: float = 5.0, stream: bool = True,
+                 fast_lane_url: str | None = None) -> None:
+        super().__init__(base_url, token, poll_interval_s=poll_interval_s, timeout_s=timeout_s,
+                         stream=stream, fast_lane_url=fast_lane_url)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._response: Any = None
 
     def log_exposures(self, events: list[dict[str, Any] | None]) -> dict[str, Any]:
         """POST exposure events (`exposure_event`; None entries are skipped) in one batch;
@@ -202,26 +212,16 @@ class LitmusClient:
                 self._response.close()
 
 
-class AsyncLitmusClient:
+class AsyncLitmusClient(_Client):
     """The same client for asyncio code, refreshing in a task."""
 
     def __init__(self, base_url: str, token: str, *, poll_interval_s: float = 10.0,
                  timeout_s: float = 5.0, stream: bool = True,
                  fast_lane_url: str | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.config_url = (fast_lane_url or base_url).rstrip("/") + "/api/v1/config"
-        self._headers = {"Authorization": f"Bearer {token}"}
-        self.poll_interval_s = poll_interval_s
-        self.timeout_s = timeout_s
-        self.stream = stream
-        self.state = ConfigState()
+        super().__init__(base_url, token, poll_interval_s=poll_interval_s, timeout_s=timeout_s,
+                         stream=stream, fast_lane_url=fast_lane_url)
         self._task: asyncio.Task[None] | None = None
         self._session: Any = None
-
-    def assign(self, experiment: str, unit_id: str,
-               attributes: Mapping[str, Any] | None = None) -> Assignment:
-        """The unit's variant, from the in-memory config (no network, no await)."""
-        return self.state.assign(experiment, unit_id, attributes)
 
     async def log_exposures(self, events: list[dict[str, Any] | None]) -> dict[str, Any]:
         """POST exposure events in one batch (as LitmusClient.log_exposures); a refusal raises
