@@ -164,10 +164,14 @@ def wrk(url: str, body: bytes, seconds: float = 8, connections: int = 64,
     return run_wrk(url, script, seconds, connections)
 
 
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds (utime + stime) a process used so far; 0.0 once it is gone."""
+def process_cpu_s(pid: int, gone: float | None = None) -> float:
+    """CPU seconds (utime + stime) a process used so far. A process that is gone is an error (a
+    benchmark must not print a figure for a server that died under it), unless `gone` says
+    what to count for it (PostgreSQL backends come and go)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
+        if gone is not None:
+            return gone
+        raise RuntimeError(f"process {pid} is gone: the server died during the benchmark") from None
     return (int(fields[11]) + int(fields[12])) / _TICK

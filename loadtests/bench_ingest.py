@@ -254,11 +254,11 @@ def http(env: dict[str, str], data_dir: Path) -> str:
         launch_bench_experiment(base)
         time.sleep(0.5)
         for size in SIZES:
-            pg0 = {p: process_cpu_s(p) for p in _postgres_pids(data_dir)}
+            pg0 = {p: process_cpu_s(p, gone=0.0) for p in _postgres_pids(data_dir)}
             srv0 = process_cpu_s(proc.p.pid)
             lit[size] = wrk_events(base + "/api/v1/events", size, SECONDS, CONNECTIONS[size])
             # Backends that exited during the run are not counted: the writers' stay.
-            pg1 = {p: process_cpu_s(p) for p in _postgres_pids(data_dir)}
+            pg1 = {p: process_cpu_s(p, gone=0.0) for p in _postgres_pids(data_dir)}
             n = max(lit[size]["eps"] * SECONDS, 1.0)
             lit[size]["srv_us"] = (process_cpu_s(proc.p.pid) - srv0) / n * 1e6
             lit[size]["pg_us"] = sum(c - pg0.get(p, 0.0) for p, c in pg1.items()) / n * 1e6

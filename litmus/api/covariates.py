@@ -79,13 +79,18 @@ Cells = tuple[Cov, Cov, Cov, Cov, Cov]
 
 
 def declared_positions(metrics: Mapping[str, Any]) -> dict[str, int]:
-    """An experiment's declared covariates -> their stored positions."""
-    return {name: i for i, name in enumerate(declared_covariates(metrics))}
+    """An experiment's declared covariates -> their stored positions (the first five, each
+    name at its first position, as covariate_row places them; the API refuses more or
+    repeated names anyway)."""
+    positions: dict[str, int] = {}
+    for i, name in enumerate(declared_covariates(metrics)[:MAX_COVARIATES]):
+        positions.setdefault(name, i)
+    return positions
 
 
 def covariate_cells(raw: Any, positions: Mapping[str, int]) -> tuple[Cells | None, str | None]:
-    """A `covariates` object -> an exposure row's five covariate columns (None for an empty
-    object), or why it is refused: covariate_row's rule, for the event routes."""
+    """A `covariates` object -> an exposure row's five covariate columns (all None for an
+    empty object), or why it is refused: covariate_row's rule, for the event routes."""
     if type(raw) is dict and 0 < len(raw) <= MAX_COVARIATES:
         # The common case first, as covariate_row: every name declared and every value a
         # finite int or float; anything else takes the full checks, which say what is wrong.
