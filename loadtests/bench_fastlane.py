@@ -29,7 +29,6 @@ import statistics
 import sys
 import tempfile
 import time
-import timeit
 from pathlib import Path
 
 import orjson
@@ -106,8 +105,9 @@ def paced_p99(port: int, path: str, body: bytes, headers: dict[str, str], rate: 
     return lat[int(0.99 * (len(lat) - 1))]
 
 
-def core_loop_rate() -> float:
-    """Assignments/s of the in-process core loop over the batch's 1,000 units, on core 0."""
+def core_loop_rate(seconds: float = 0.5) -> float:
+    """Assignments/s of the in-process core loop over the batch's 1,000 units on core 0,
+    averaged over `seconds` (as wrk's rates are averages; a best-of-N would flatter it)."""
     exp = Experiment(id="bench", key="bench", name="b", description="d", owner_team="t",
                      status="running", ramp=1.0,
                      variants=(Variant("model_a", 0.5, {"model": "m"}), Variant("model_b", 0.5)))
@@ -120,10 +120,14 @@ def core_loop_rate() -> float:
 
     os.sched_setaffinity(0, {0})
     try:
-        best = min(timeit.repeat(loop, number=20, repeat=5)) / 20
+        loop()  # warm
+        loops, t0 = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - t0) < seconds:
+            loop()
+            loops += 1
     finally:
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-    return 1000 / best
+    return loops * 1000 / elapsed
 
 
 def spread(xs: list[float], fmt: str = "{:.0f}") -> str:
@@ -167,6 +171,7 @@ def main() -> None:
         cpu: dict[str, list[float]] = {v[0]: [] for v in variants}
         p99: dict[str, list[float]] = {"bare": [], "main": [], "fast": []}
         batch: dict[str, list[float]] = {"main": [], "fast": []}
+        core: list[float] = []  # the in-process core loop, per round
         ports = {"bare": (bare_port, "/assign", {}), "main": (main_port, "/api/v1/assign", AUTH),
                  "fast": (fast_port, "/api/v1/assign", AUTH)}
         for r in range(args.rounds):
@@ -179,6 +184,8 @@ def main() -> None:
                     raise RuntimeError(f"{name}: {res['non_2xx']:.0f} non-2xx answers")
                 rps[name].append(res["n"] / res["elapsed_s"])
                 cpu[name].append((c1 - c0) / res["n"] * 1e6)
+            # The batch's baseline in the same round, just before it: the machine's speed drifts.
+            core.append(core_loop_rate())
             for name in ("fast", "main") if r % 2 else ("main", "fast"):
                 port = fast_port if name == "fast" else main_port
                 res = wrk(f"http://127.0.0.1:{port}/api/v1/assign/batch", BATCH, args.seconds,
@@ -189,7 +196,6 @@ def main() -> None:
                 p99[name].append(paced_p99(port, path, BODY, hdrs, args.rate, args.paced_seconds))
             print(f"  round {r + 1}/{args.rounds}: " + "  ".join(
                 f"{n} {rps[n][-1]:.0f}/s {cpu[n][-1]:.1f}us" for n in rps), flush=True)
-        core = [core_loop_rate() for _ in range(3)]
     finally:
         if lit is not None:
             lit.stop()
@@ -223,10 +229,10 @@ def main() -> None:
         print(f"p99 at {args.rate:.0f} req/s  {labels[n]:<32} {spread(p99[n], '{:.2f}')} ms")
     print(f"ratio fast/bare p99     {spread([f / b for f, b in zip(p99['fast'], p99['bare'], strict=True)], '{:.2f}')}"
           "   (goal <= 1)")
-    core_rate = max(core)
-    print(f"batch in-process core loop (1000 units) {core_rate:,.0f} assignments/s  (baseline)")
+    print(f"batch in-process core loop (1000 units) {spread(core)} assignments/s  (baseline, "
+          "measured in each round)")
     for n in ("main", "fast"):
-        ratios = [b / core_rate for b in batch[n]]
+        ratios = [b / c for b, c in zip(batch[n], core, strict=True)]
         print(f"batch of 1000 via {n:<5} {spread(batch[n])} assignments/s   ratio "
               f"{spread(ratios, '{:.2f}')}" + ("   (goal >= 0.45)" if n == "fast" else ""))
     print(f"(took {time.monotonic() - started:.0f} s; load average {os.getloadavg()[0]:.2f})")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -23,7 +22,7 @@ from aiohttp import web
 
 from litmus.api.covariates import covariate_row, covariates_problem, declared_covariates
 from litmus.api.requests import read_json
-from litmus.core.assignment import Assignment
+from litmus.core.assignment import Assignment, assign_many
 from litmus.core.assignment import assign as core_assign
 from litmus.core.targeting import MAX_ATTRIBUTE_LENGTH, MAX_ATTRIBUTES
 from litmus.errors import NotFound, PayloadTooLarge, ValidationFailed
@@ -369,13 +368,13 @@ def _shorthand_answers(app: Mapping[Any, Any], entry: Entry, shared: dict[str, A
     '","' separators; each id is then followed by its answer's tail and the next one's head."""
     if not units:
         return b'{"assignments":[]}'
-    compiled, key = entry.compiled, entry.experiment.key
-    got = [core_assign(compiled, u, shared.get("attributes")) for u in units]
+    key = entry.experiment.key
+    got = assign_many(entry.compiled, units, shared.get("attributes"))
     ids = list(map(id, got))
     tails: dict[int, bytes] = {}
-    for ident, n in Counter(ids).items():
+    for ident in set(ids):  # the few distinct prebuilt answers
         piece = _piece(key, got[ids.index(ident)])
-        ASSIGNMENTS[piece[3]] += n
+        ASSIGNMENTS[piece[3]] += ids.count(ident)
         tails[ident] = piece[2]
     if shared.get("log_exposure"):
         hook = app.get(EXPOSURE_HOOK)

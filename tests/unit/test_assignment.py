@@ -22,6 +22,7 @@ from litmus.core.assignment import (
     Assignment,
     CompiledExperiment,
     assign,
+    assign_many,
     boundaries,
     compile_config,
     compile_experiment,
@@ -497,3 +498,33 @@ def test_independence_check_detects_a_shared_salt() -> None:
     c1 = compile_experiment(make(normalise([1, 1, 1]), salt="same"))
     c2 = compile_experiment(make(normalise([1, 1]), salt="same"))
     assert stats.chi2_contingency(contingency(c1, c2, 30_000)).pvalue < 1e-10
+
+
+@given(
+    weights_st,
+    st.sampled_from(["running", "paused", "draft", "stopped"]),
+    st.sampled_from([None, "a", "b"]),
+    st.floats(0, 1),
+    st.booleans(),
+    st.sampled_from([None, {}, {"country": "DE"}, {"country": "US"}, {"country": ["DE"]}]),
+    st.lists(st.text(min_size=1, max_size=12) | st.sampled_from(["vip", "u1", "é-1", "中"]),
+             max_size=40),
+)
+@settings(max_examples=400, deadline=None)
+def test_assign_many_answers_as_assign_unit_by_unit(
+    ws: list[int], status: str, winner: str | None, ramp: float, targeted: bool,
+    attributes: Any, units: list[str],
+) -> None:
+    """The batch's loop decides the experiment-level steps once: whatever the experiment's
+    state, overrides, targeting, winner and ramp, its answers are assign's, in order."""
+    variants = normalise(ws)
+    keys = [k for k, _ in variants]
+    exp = make(variants, status=status, ramp=ramp,
+               winner=winner if status == "stopped" and winner in keys else None,
+               overrides={"vip": keys[-1], "u1": keys[0]},
+               targeting=(Rule("country", "in", ["DE", "FR"]),) if targeted else ())
+    c = compile_experiment(exp)
+    expected = [assign(c, u, attributes) for u in units]
+    assert assign_many(c, units, attributes) == expected
+    assert [a is b for a, b in zip(assign_many(c, units, attributes), expected, strict=True)] \
+        == [True] * len(units)  # the same prebuilt answers (the batch joins their bytes by id)
