@@ -112,11 +112,13 @@ def cuped_arrays(c: tuple[ArrayLike, ...], t: tuple[ArrayLike, ...],
         ok = defined & np.isfinite(w.se) & np.isfinite(half)
         plain_se2 = pv_c / n_c + pv_t / n_t
         reduction = np.where(plain_se2 > 0.0, 1.0 - w.se**2 / plain_se2, np.nan)
+        # Both branches are computed: where not ok, rel ± half may be inf - inf (discarded).
+        rel_lo = np.where(ok, rel - half, np.nan)
+        rel_hi = np.where(ok, rel + half, np.nan)
     any_half, any_p = stats.mixture_cs_arrays(w.abs_lift, w.se, n, alpha)
     return CupedArrays(
         theta=theta, mean_c=m_c, mean_t=m_t, var_c=v_c, var_t=v_t, welch=w,
-        rel_lift=rel, rel_lo=np.where(ok, rel - half, np.nan),
-        rel_hi=np.where(ok, rel + half, np.nan),
+        rel_lift=rel, rel_lo=rel_lo, rel_hi=rel_hi,
         anytime_half=any_half, anytime_p=any_p,
         variance_reduction=np.where(np.isfinite(w.se), reduction, np.nan),
     )
