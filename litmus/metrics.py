@@ -49,7 +49,7 @@ NO_VARIANT = "(none)"
 PROM_REGISTRY = CollectorRegistry(auto_describe=True)
 
 
-class _Hist:
+class Hist:
     """One latency histogram as plain numbers: non-cumulative bucket counts and a sum."""
 
     __slots__ = ("counts", "total")
@@ -64,15 +64,21 @@ class RequestStats:
 
     def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         self.bounds = bounds
-        self.hists: dict[tuple[str, int], _Hist] = {}
+        self.hists: dict[tuple[str, int], Hist] = {}
         self.in_flight = 0
 
-    def observe(self, route: str, status: int, seconds: float) -> None:
-        """Record one answered request."""
+    def hist(self, route: str, status: int) -> Hist:
+        """The histogram of (route, status), made at its first use; it lives as long as this
+        object, so a caller may keep it and `add` to it (the fast lane's usual answer)."""
         key = (route, status)
         h = self.hists.get(key)
         if h is None:
-            h = self.hists[key] = _Hist(len(self.bounds))
+            h = self.hists[key] = Hist(len(self.bounds))
+        return h
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        """Record one answered request."""
+        h = self.hists.get((route, status)) or self.hist(route, status)
         # Prometheus buckets are "less than or equal": bisect_left finds the first bound >= x.
         h.counts[bisect_left(self.bounds, seconds)] += 1
         h.total += seconds

@@ -135,6 +135,52 @@ async def stops_reading(port: int, data: bytes, writes: int = 250) -> bool:
         writer.transport.abort()
 
 
+class Conn:
+    """One keep-alive connection that sends a request and waits for its answer."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.collector = _Collector()
+
+    @classmethod
+    async def open(cls, port: int) -> Conn:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def send(self, data: bytes, answers: int = 1) -> list[Answer]:
+        start = len(self.collector.answers)
+        self.writer.write(data)
+        await self.writer.drain()
+        while len(self.collector.answers) < start + answers:
+            chunk = await asyncio.wait_for(self.reader.read(1 << 16), 10)
+            assert chunk, "the server closed the connection"
+            self.collector.parser.feed_data(chunk)
+        return self.collector.answers[start:]
+
+    def close(self) -> None:
+        self.writer.transport.abort()
+
+
+async def one_at_a_time(port: int, requests: list[bytes], connections: int = 8) -> list[Answer]:
+    """Each request in a write of its own, the next only after its answer, over a few
+    connections: the way a model router talks."""
+    out: list[Answer | None] = [None] * len(requests)
+
+    async def worker(k: int) -> None:
+        conn = await Conn.open(port)
+        try:
+            for i in range(k, len(requests), connections):
+                [out[i]] = await conn.send(requests[i])
+                if out[i].headers.get("connection") == "close":  # type: ignore[union-attr]
+                    conn.close()
+                    conn = await Conn.open(port)
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(worker(k) for k in range(connections)))
+    assert all(a is not None for a in out)
+    return out  # type: ignore[return-value]
+
+
 def parse_all(data: bytes) -> list[Answer]:
     """Every complete answer in a byte string."""
     c = _Collector()
@@ -306,6 +352,24 @@ async def test_a_hundred_thousand_random_requests_agree(client: TestClient, lane
     for _ in range(20):
         done += await both_agree(client, lane, random_requests(rng, 5000))
     assert done == 100_000
+
+
+async def test_requests_one_at_a_time_get_the_same_answers_from_known_heads(
+    client: TestClient, lane: FastLane, known_answers: list[int]
+) -> None:
+    """The way a router talks: one request per write, the same head again and again. Heads the
+    lane learnt answer every body (good, bad, other experiments) as the parser's path does."""
+    await every_state(client)
+    requests = random_requests(random.Random(5), 3000)
+    assert client.server.port is not None
+    main, fast = await asyncio.gather(one_at_a_time(client.server.port, requests),
+                                      one_at_a_time(lane.port, requests))
+    for req, a, b in zip(requests, main, fast, strict=True):
+        assert (a.status, a.body) == (b.status, b.body), req[:600]
+        assert headers_of(a, COMPARED) == headers_of(b, COMPARED), req[:600]
+    assert lane.heads
+    assert known_answers[0] >= 500, known_answers
+    assert {a.status for a in fast} >= {200, 400, 401, 404, 422}
 
 
 async def test_config_healthz_and_errors_agree(client: TestClient, lane: FastLane) -> None:

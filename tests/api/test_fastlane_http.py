@@ -17,7 +17,14 @@ from aiohttp.test_utils import TestClient
 from litmus.api.fastlane import FastLane, start_fast_lane
 from litmus.app import create_app
 from litmus.keys import DRAIN
-from tests.api.test_fastlane import parse_all, pipelined, raw, request, stops_reading
+from tests.api.test_fastlane import (
+    Conn,
+    parse_all,
+    pipelined,
+    raw,
+    request,
+    stops_reading,
+)
 from tests.conftest import CLIENT, CLIENT_SECRET, launched, make_settings
 
 LIMIT = 4096
@@ -195,6 +202,8 @@ async def test_a_client_that_does_not_read_its_answers_does_not_grow_the_server(
 
 
 async def test_while_draining_answers_are_503_and_close(lane: FastLane, small: TestClient) -> None:
+    await still_serving(lane)
+    assert lane.heads  # the request below has a known head: known heads drain too
     small.app[DRAIN].begin()
     fast, fast_closed = await raw(lane.port, assign_req("late"))
     main, main_closed = await raw(small.server.port or 0, assign_req("late"))
@@ -224,3 +233,86 @@ async def test_a_client_that_leaves_mid_body_is_counted_as_499(lane: FastLane,
             break
         await asyncio.sleep(0.05)
     assert await count() == before + 1
+
+
+# -- known heads (litmus/api/fastlane.py, "Known heads") -------------------------------------------
+
+def with_head(body: bytes, extra: bytes = b"", path: bytes = b"/api/v1/assign") -> bytes:
+    return (b"POST " + path + b" HTTP/1.1\r\nHost: t\r\n" + AUTH + extra
+            + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+# Bodies of one length: the same head for each.
+SAME_LENGTH = [b'{"experiment":"plain","unit_id":"aaaa"}', b'{"experiment":"plain","unit_id":"bbbb"}',
+               b'{"experiment":"plain","unit_id":"aaaa"]', b'{"experiment":"plain","unit_iX":"aaaa"}',
+               b'{"experiment":"plaiX","unit_id":"aaaa"}', b'{"experiment":"plain","unit_id":123456}',
+               b'{"experiment":"plain","unit_id":"cccc"}']
+assert len({len(b) for b in SAME_LENGTH}) == 1
+
+
+async def test_a_known_head_answers_every_body_as_the_parser_would(
+    lane: FastLane, small: TestClient, known_answers: list[int]
+) -> None:
+    teacher = await Conn.open(lane.port)
+    try:
+        [first] = await teacher.send(with_head(SAME_LENGTH[0], b"X-Request-Id: router-7\r\n"))
+    finally:
+        teacher.close()
+    assert first.status == 200 and len(lane.heads) == 1 and known_answers == [0]
+    # A new connection: its first request already has a known head, and it stays open after
+    # the errors, as the main listener's does.
+    fast, main = await Conn.open(lane.port), await Conn.open(small.server.port or 0)
+    try:
+        for body in SAME_LENGTH:
+            req = with_head(body, b"X-Request-Id: router-7\r\n")
+            [a], [b] = await fast.send(req), await main.send(req)
+            assert (a.status, a.body) == (b.status, b.body), body
+            assert a.headers["x-request-id"] == b.headers["x-request-id"] == "router-7"
+            assert a.headers["connection"] == "keep-alive"
+    finally:
+        fast.close()
+        main.close()
+    assert [orjson.loads(a.body).get("unit_id") for a in [first]] == ["aaaa"]
+    assert known_answers == [len(SAME_LENGTH)]
+
+
+@pytest.mark.parametrize("req", [
+    with_head(SAME_LENGTH[0], b"X-Trace: 1\r\n"),
+    with_head(SAME_LENGTH[0], b"Expect: 100-continue\r\n"),
+    with_head(SAME_LENGTH[0], b"Connection: close\r\n"),
+    with_head(SAME_LENGTH[0], path=b"/api/v1/assign?debug=1"),
+    with_head(SAME_LENGTH[0], b"content-length: 39\r\n")[:-len(SAME_LENGTH[0])] + SAME_LENGTH[0],
+    assign_req("aaaa", b"Connection: keep-alive\r\n", version=b"1.0"),
+    b"POST /api/v1/assign HTTP/1.1\r\nHost: t\r\n" + AUTH + b"Transfer-Encoding: chunked\r\n\r\n"
+    + b"%x\r\n%b\r\n0\r\n\r\n" % (len(SAME_LENGTH[0]), SAME_LENGTH[0]),
+    b"POST /api/v1/assign HTTP/1.1\r\nHost: t\r\nContent-Length: 39\r\n\r\n" + SAME_LENGTH[0],
+], ids=["other-header", "expect", "close", "query", "two-lengths", "http-1.0", "chunked",
+        "no-token"])
+async def test_only_plain_heads_of_usual_answers_are_kept(lane: FastLane, req: bytes) -> None:
+    got, _ = await raw(lane.port, req, wait_s=0.5)
+    assert parse_all(got), got
+    assert lane.heads == {}
+    await still_serving(lane)
+    assert len(lane.heads) == 1
+
+
+async def test_pipelined_and_split_reads_of_a_known_head_go_through_the_parser(
+    lane: FastLane, known_answers: list[int]
+) -> None:
+    reqs = [with_head(b) for b in SAME_LENGTH]
+    conn = await Conn.open(lane.port)
+    try:
+        [a] = await conn.send(reqs[0])
+        assert a.status == 200 and len(lane.heads) == 1
+        # Three in one write, then one with the start of the next, then the rest of it.
+        answers = await conn.send(reqs[0] + reqs[1] + reqs[6], answers=3)
+        assert [orjson.loads(x.body)["unit_id"] for x in answers] == ["aaaa", "bbbb", "cccc"]
+        answers = await conn.send(reqs[1] + reqs[6][:20], answers=1)
+        answers += await conn.send(reqs[6][20:], answers=1)
+        assert [orjson.loads(x.body)["unit_id"] for x in answers] == ["bbbb", "cccc"]
+        # After all that the parser is at a request boundary again: a known read is taken.
+        before = known_answers[0]
+        [a] = await conn.send(reqs[1])
+        assert orjson.loads(a.body)["unit_id"] == "bbbb" and known_answers[0] == before + 1
+    finally:
+        conn.close()
