@@ -98,6 +98,8 @@ _OK_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Lengt
 # Known heads (see _Known) a lane keeps at most; past it the table starts over.
 KNOWN_HEADS = 512
 _END = b"\r\n\r\n"
+# An answer body this long is written after its head rather than copied into one string.
+_BIG = 16_384
 _observe = metrics.REQUESTS.observe
 _BOUNDS = metrics.REQUESTS.bounds
 _loads = orjson.loads
@@ -392,7 +394,10 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if transport is not None:
             if out:
-                transport.write(b"".join(out) if len(out) > 1 else out[0])
+                if len(out) == 1:
+                    transport.write(out[0])
+                else:
+                    transport.writelines(out)
             if self.closing:
                 transport.close()
 
@@ -434,7 +439,10 @@ class _Connection(asyncio.Protocol):
         self.known = False
         transport = self.transport
         if transport is not None:
-            transport.write(out[0] if len(out) == 1 else b"".join(out))
+            if len(out) == 1:
+                transport.write(out[0])
+            else:
+                transport.writelines(out)
             if self.closing:
                 transport.close()
         return True
@@ -559,7 +567,13 @@ class _Connection(asyncio.Protocol):
         if rid is None:
             rid = _new_rid()
         # Called inside data_received, which collects the answers in out.
-        self.out.append(_OK_HEAD % (len(body), self.lane.date, rid) + body)  # type: ignore[union-attr]
+        out = self.out
+        assert out is not None
+        if len(body) < _BIG:
+            out.append(_OK_HEAD % (len(body), self.lane.date, rid) + body)
+        else:  # a batch's answer: written as it is, not copied after its head
+            out.append(_OK_HEAD % (len(body), self.lane.date, rid))
+            out.append(body)
         elapsed = _perf() - self.t0
         h = route.ok
         if h is None:
