@@ -378,9 +378,14 @@ def _shorthand_answers(app: Mapping[Any, Any], entry: Entry, shared: dict[str, A
     got = assign_many(entry.compiled, units, shared.get("attributes"))
     ids = list(map(id, got))
     tails: dict[int, bytes] = {}
-    for ident in set(ids):  # the few distinct prebuilt answers
+    distinct = list(set(ids))  # the few distinct prebuilt answers
+    left = len(ids)
+    for k, ident in enumerate(distinct):
         piece = _piece(key, got[ids.index(ident)])
-        ASSIGNMENTS[piece[3]] += ids.count(ident)
+        # The last one's count is what the others left: one pass over the ids fewer.
+        n = left if k == len(distinct) - 1 else ids.count(ident)
+        left -= n
+        ASSIGNMENTS[piece[3]] += n
         tails[ident] = piece[2]
     if shared.get("log_exposure"):
         hook = app.get(EXPOSURE_HOOK)
