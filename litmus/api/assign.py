@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import orjson
 from aiohttp import web
 
-from litmus.api.covariates import covariate_row, covariates_problem, declared_covariates
+from litmus.api.covariates import Cells, covariate_cells, covariates_problem, declared_positions
 from litmus.api.requests import read_json
 from litmus.core.assignment import Assignment, assign_many
 from litmus.core.assignment import assign as core_assign
@@ -227,7 +227,7 @@ def _answer(entry: Entry, unit_id: str, attributes: Mapping[str, Any] | None) ->
 
 
 def _log_exposure(app: Mapping[Any, Any], entry: Entry, unit_id: str,
-                  variant: str | None, covariates: list[float | None] | None = None) -> None:
+                  variant: str | None, covariates: Cells | None = None) -> None:
     if variant is None:
         return
     hook = app.get(EXPOSURE_HOOK)
@@ -235,15 +235,15 @@ def _log_exposure(app: Mapping[Any, Any], entry: Entry, unit_id: str,
         hook(entry, unit_id, variant, covariates)
 
 
-def _covariates(entry: Entry, raw: Any, path: str) -> list[float | None] | None:
-    """A request's covariates by the experiment's declared positions; 422 for an undeclared
-    one (the shape was checked with the request)."""
+def _covariates(entry: Entry, raw: Any, path: str) -> Cells | None:
+    """A request's covariates as the row's five columns by the experiment's declared positions;
+    422 for an undeclared one (the shape was checked with the request)."""
     if not raw:
         return None
-    row, why = covariate_row(raw, declared_covariates(entry.experiment.metrics))
+    cells, why = covariate_cells(raw, declared_positions(entry.experiment.metrics))
     if why is not None:
         raise ValidationFailed(f"invalid request: {path}: {why}", fields={path: why})
-    return row
+    return cells
 
 
 def _lookup_failed(ref: str) -> NoReturn:
@@ -341,7 +341,7 @@ def batch_answer(app: Mapping[Any, Any], body: Any, registry: Registry | None = 
     cache: dict[str, Entry | None] = {}
     items = _batch_items(body)
     # Every item's covariates checked before any exposure is logged: a 422 logs nothing.
-    rows: dict[int, list[float | None] | None] = {}
+    rows: dict[int, Cells | None] = {}
     for i, item in enumerate(items):
         if item.get("covariates"):
             ref = item["experiment"]

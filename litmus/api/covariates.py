@@ -46,42 +46,13 @@ def covariates_problem(raw: Any) -> str | None:
     return None
 
 
-def covariate_row(raw: Any, declared: Sequence[str],
-                  ) -> tuple[list[float | None] | None, str | None]:
-    """A `covariates` object -> its values by declared position (None for one not sent; None
-    for an empty object or none), or why it is refused."""
-    if type(raw) is dict and 0 < len(raw) <= MAX_COVARIATES:
-        # The common case first, without the name pattern: every name declared (so well
-        # formed) and every value a finite int or float. Anything else takes the full checks
-        # below, which say what is wrong.
-        row: list[float | None] = [None] * len(declared)
-        last = -1
-        for name, v in raw.items():
-            tv = type(v)
-            if name not in declared or not (tv is float or tv is int):
-                break
-            try:
-                f = float(v)
-            except OverflowError:
-                break
-            if f - f != 0.0:  # inf or NaN
-                break
-            i = declared.index(name)
-            row[i] = f
-            if i > last:
-                last = i
-        else:
-            return row[:last + 1], None
-    return _checked_row(raw, declared)
-
-
 Cells = tuple[Cov, Cov, Cov, Cov, Cov]
 
 
 def declared_positions(metrics: Mapping[str, Any]) -> dict[str, int]:
     """An experiment's declared covariates -> their stored positions (the first five, each
-    name at its first position, as covariate_row places them; the API refuses more or
-    repeated names anyway)."""
+    name at its first position, as _checked_row places them; the API refuses more or repeated
+    names anyway)."""
     positions: dict[str, int] = {}
     for i, name in enumerate(declared_covariates(metrics)[:MAX_COVARIATES]):
         positions.setdefault(name, i)
@@ -89,24 +60,25 @@ def declared_positions(metrics: Mapping[str, Any]) -> dict[str, int]:
 
 
 def covariate_cells(raw: Any, positions: Mapping[str, int]) -> tuple[Cells | None, str | None]:
-    """A `covariates` object -> an exposure row's five covariate columns (all None for an
-    empty object), or why it is refused: covariate_row's rule, for the event routes."""
+    """A `covariates` object -> an exposure row's five covariate columns by the declared
+    `positions` (all None for an empty object), or why it is refused; for the event routes
+    and assign's `log_exposure`."""
     if type(raw) is dict and 0 < len(raw) <= MAX_COVARIATES:
-        # The common case first, as covariate_row: every name declared and every value a
-        # finite int or float; anything else takes the full checks, which say what is wrong.
-        cells: list[float | None] = [None] * MAX_COVARIATES
+        # The common case first, without the name pattern: every name declared (so well
+        # formed) and every value a finite float or an int; anything else takes the full
+        # checks, which say what is wrong.
+        cells: list[float | None] = [None, None, None, None, None]  # MAX_COVARIATES
         try:
             for name, v in raw.items():
                 tv = type(v)
                 if tv is float:
-                    f = v
+                    if v - v != 0.0:  # inf or NaN
+                        break
+                    cells[positions[name]] = v
                 elif tv is int:
-                    f = float(v)
+                    cells[positions[name]] = float(v)  # finite, or OverflowError
                 else:
                     break
-                if f - f != 0.0:  # inf or NaN
-                    break
-                cells[positions[name]] = f
             else:
                 return tuple(cells), None  # type: ignore[return-value]  # five, by construction
         except (KeyError, OverflowError):  # undeclared; an int too large for a float
