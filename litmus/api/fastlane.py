@@ -546,8 +546,7 @@ class _Connection(asyncio.Protocol):
         parser = self.parser
         if status == 200 and not extra and method == b"POST" and parser.should_keep_alive():
             # The usual answer: 200, kept alive, a body (assign and batch).
-            given = self.header[_REQUEST_ID]
-            rid = given if given is not None and _SANE_ID(given) else None
+            rid = self._given_id()
             self._ok(route, out, rid)
             length = self.header[_CONTENT_LENGTH]
             # A head worth keeping: the route's exact path, HTTP/1.1, only the usual headers
@@ -591,9 +590,14 @@ class _Connection(asyncio.Protocol):
         route = ROUTES.get(self.url.partition(b"?")[0])
         return route.name if route is not None else "unmatched"
 
-    def _request_id(self) -> bytes:
+    def _given_id(self) -> bytes | None:
+        """The request's X-Request-Id if it is a sane one (observability.SANE_ID_BYTES)."""
         given = self.header[_REQUEST_ID]
-        return given if given is not None and _SANE_ID(given) else _new_rid()
+        return given if given is not None and _SANE_ID(given) else None
+
+    def _request_id(self) -> bytes:
+        """The given id if sane, else a new one: what the answer and the logs carry."""
+        return self._given_id() or _new_rid()
 
     def _answer(self, status: int, body: bytes, extra: bytes, name: str, method: bytes,
                 close: bool) -> None:
