@@ -121,6 +121,9 @@ def boundaries(weights: Sequence[float]) -> tuple[int, ...]:
     return tuple(out)
 
 
+_MAX_HASH = 0xFFFF_FFFF  # the largest 32-bit hash
+
+
 def hash_threshold(b: int) -> int:
     """The least 32-bit hash h with floor(h * 10000 / 2**32) >= b: ceil(b * 2**32 / 10000)."""
     # floor(h * 10000 / 2**32) >= b  <=>  h * 10000 >= b * 2**32  <=>  h >= ceil(b * 2**32 / 10000)
@@ -336,6 +339,14 @@ def assign_many(c: CompiledExperiment, unit_ids: Sequence[str],
         return [hit if (hit := get(u)) is not None else fixed for u in unit_ids]
     ramp_prefix, prefix, threshold = c.ramp_prefix, c.prefix, c.ramp_hash_threshold
     ramp_answer, answers, boundaries = c.ramp_answer, c.answers, c.hash_boundaries
+    if not overrides and threshold > _MAX_HASH:
+        # The usual running experiment: no overrides, and a full ramp, whose threshold no
+        # 32-bit hash reaches, lets every unit through step 5. Only step 6 is left per unit.
+        prefix_utf8 = c.prefix_utf8
+        return [answers[bisect_right(boundaries, _murmur3_32(prefix + u, SEED, False)
+                                     if u.isascii() else
+                                     _murmur3_32(prefix_utf8 + u.encode("utf-8"), SEED, False))]
+                for u in unit_ids]
     out: list[Assignment] = []
     append = out.append
     for u in unit_ids:

@@ -504,24 +504,26 @@ def test_independence_check_detects_a_shared_salt() -> None:
     weights_st,
     st.sampled_from(["running", "paused", "draft", "stopped"]),
     st.sampled_from([None, "a", "b"]),
-    st.floats(0, 1),
+    st.floats(0, 1) | st.just(1.0),
+    st.booleans(),
     st.booleans(),
     st.sampled_from([None, {}, {"country": "DE"}, {"country": "US"}, {"country": ["DE"]}]),
     st.lists(st.text(min_size=1, max_size=12) | st.sampled_from(["vip", "u1", "é-1", "中"]),
              max_size=40),
 )
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=600, deadline=None)
 def test_assign_many_answers_as_assign_unit_by_unit(
     ws: list[int], status: str, winner: str | None, ramp: float, targeted: bool,
-    attributes: Any, units: list[str],
+    overridden: bool, attributes: Any, units: list[str],
 ) -> None:
     """The batch's loop decides the experiment-level steps once: whatever the experiment's
-    state, overrides, targeting, winner and ramp, its answers are assign's, in order."""
+    state, overrides, targeting, winner and ramp (a full one included, with and without
+    overrides), its answers are assign's, in order."""
     variants = normalise(ws)
     keys = [k for k, _ in variants]
     exp = make(variants, status=status, ramp=ramp,
                winner=winner if status == "stopped" and winner in keys else None,
-               overrides={"vip": keys[-1], "u1": keys[0]},
+               overrides={"vip": keys[-1], "u1": keys[0]} if overridden else {},
                targeting=(Rule("country", "in", ["DE", "FR"]),) if targeted else ())
     c = compile_experiment(exp)
     expected = [assign(c, u, attributes) for u in units]
