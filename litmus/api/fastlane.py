@@ -95,8 +95,10 @@ _HEAD, _BODY = 0, 1
 # The usual answer's head: 200, JSON, kept alive (Content-Length, Date, X-Request-Id to fill).
 _OK_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%b"
             b"X-Request-Id: %b\r\nConnection: keep-alive\r\n\r\n")
-# Known heads (see _Known) a lane keeps at most; past it the table starts over.
+# Known heads (see _Known) a lane keeps at most, past which the table starts over, and the
+# longest head kept (a router's is a few hundred bytes): at most 2 MiB in all.
 KNOWN_HEADS = 512
+KNOWN_HEAD_BYTES = 4096
 _END = b"\r\n\r\n"
 # An answer body this long is written after its head rather than copied into one string.
 _BIG = 16_384
@@ -385,7 +387,7 @@ class _Connection(asyncio.Protocol):
             # its head is exactly what comes before the first blank line.
             if fresh and self.fresh and self.steps == steps + 2:
                 end = data.find(_END)
-                if end > 0 and len(data) - end - 4 == learnt.length:
+                if 0 < end <= KNOWN_HEAD_BYTES and len(data) - end - 4 == learnt.length:
                     heads = self.lane.heads
                     if len(heads) >= KNOWN_HEADS:
                         heads.clear()

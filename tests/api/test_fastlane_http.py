@@ -278,6 +278,7 @@ async def test_a_known_head_answers_every_body_as_the_parser_would(
 
 @pytest.mark.parametrize("req", [
     with_head(SAME_LENGTH[0], b"X-Trace: 1\r\n"),
+    with_head(SAME_LENGTH[0], b"User-Agent: " + b"u" * 4096 + b"\r\n"),
     with_head(SAME_LENGTH[0], b"Expect: 100-continue\r\n"),
     with_head(SAME_LENGTH[0], b"Connection: close\r\n"),
     with_head(SAME_LENGTH[0], path=b"/api/v1/assign?debug=1"),
@@ -286,7 +287,7 @@ async def test_a_known_head_answers_every_body_as_the_parser_would(
     b"POST /api/v1/assign HTTP/1.1\r\nHost: t\r\n" + AUTH + b"Transfer-Encoding: chunked\r\n\r\n"
     + b"%x\r\n%b\r\n0\r\n\r\n" % (len(SAME_LENGTH[0]), SAME_LENGTH[0]),
     b"POST /api/v1/assign HTTP/1.1\r\nHost: t\r\nContent-Length: 39\r\n\r\n" + SAME_LENGTH[0],
-], ids=["other-header", "expect", "close", "query", "two-lengths", "http-1.0", "chunked",
+], ids=["other-header", "long-head", "expect", "close", "query", "two-lengths", "http-1.0", "chunked",
         "no-token"])
 async def test_only_plain_heads_of_usual_answers_are_kept(lane: FastLane, req: bytes) -> None:
     got, _ = await raw(lane.port, req, wait_s=0.5)
