@@ -163,10 +163,12 @@ def main() -> None:
             wrk(url, BODY, 1, headers=hdrs)
         rps: dict[str, list[float]] = {v[0]: [] for v in variants}
         cpu: dict[str, list[float]] = {v[0]: [] for v in variants}
-        p99: dict[str, list[float]] = {"bare": [], "main": [], "fast": []}
+        # The raw server's p99 is the floor this machine puts under every answer.
+        p99: dict[str, list[float]] = {"raw": [], "bare": [], "main": [], "fast": []}
         batch: dict[str, list[float]] = {"main": [], "fast": []}
         core: list[float] = []  # the in-process core loop, per round
-        ports = {"bare": (bare_port, "/assign", {}), "main": (main_port, "/api/v1/assign", AUTH),
+        ports = {"raw": (raw_port, "/assign", {}), "bare": (bare_port, "/assign", {}),
+                 "main": (main_port, "/api/v1/assign", AUTH),
                  "fast": (fast_port, "/api/v1/assign", AUTH)}
         for r in range(args.rounds):
             order = variants[r % len(variants):] + variants[:r % len(variants)]
@@ -185,7 +187,7 @@ def main() -> None:
                 res = wrk(f"http://127.0.0.1:{port}/api/v1/assign/batch", BATCH, args.seconds,
                           connections=4, headers=AUTH)
                 batch[name].append(res["n"] / res["elapsed_s"] * 1000)
-            for name in ("bare", "main", "fast"):
+            for name in p99:
                 port, path, hdrs = ports[name]
                 p99[name].append(paced_p99(port, path, BODY, hdrs, args.rate, args.paced_seconds))
             print(f"  round {r + 1}/{args.rounds}: " + "  ".join(
