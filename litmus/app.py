@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 
@@ -77,7 +77,7 @@ async def ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     app[INGEST] = ingestor
 
     def log_exposure(entry: Entry, unit_id: str, variant: str,
-                     covariates: list[float | None] | None = None) -> None:
+                     covariates: Sequence[float | None] | None = None) -> None:
         index = entry.variant_index.get(variant)
         if index is not None:
             # The answer's own probability: the same compiled experiment decided it.

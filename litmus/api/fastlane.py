@@ -20,9 +20,9 @@ arrive within LITMUS_BODY_TIMEOUT_S gets 408 and a close, malformed HTTP 400 and
 Known heads: a model router sends the same head with every request (only the body changes). A
 read that is one whole request, whose head is byte for byte that of an earlier request the
 parser read and answered with the usual 200 (the route's exact path, HTTP/1.1 kept alive, only
-the usual headers, a Content-Length), is answered without parsing it again: the same bytes parse
-the same way, and what the head decided (route, token, body limit) is fixed for the life of the
-process. Anything else, a pipelined read included, goes through the parser.
+the usual headers, a Content-Length, no X-Request-Id), is answered without parsing it again: the
+same bytes parse the same way, and what the head decided (route, token, body limit) is fixed
+for the life of the process. Anything else, a pipelined read included, goes through the parser.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ _HEAD, _BODY = 0, 1
 _OK_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%b"
             b"X-Request-Id: %b\r\nConnection: keep-alive\r\n\r\n")
 # Known heads (see _Known) a lane keeps at most, past which the table starts over, and the
-# longest head kept (a router's is a few hundred bytes): at most 2 MiB in all.
+# longest head kept (a router's is a few hundred bytes): a few MiB at most in all.
 KNOWN_HEADS = 512
 KNOWN_HEAD_BYTES = 4096
 _END = b"\r\n\r\n"
@@ -181,21 +181,20 @@ ROUTES: dict[bytes, _Route] = {
 
 
 class _Known:
-    """What the head of a request answered with the usual 200 decided: its route, the length of
-    its body, and the X-Request-Id it gave (if a sane one). The lane keeps these by the head's
-    exact bytes, so that a request whose head is byte for byte one seen before is answered
-    without parsing it again (see _Connection.take_known): the same bytes parse the same way, and
-    the tokens, the routes and the body limit are fixed for the life of the process."""
+    """What the head of a request answered with the usual 200 decided: its route and the length
+    of its body. The lane keeps these by the head's exact bytes, so that a request whose head is
+    byte for byte one seen before is answered without parsing it again (see
+    _Connection.take_known): the same bytes parse the same way, and the tokens, the routes and
+    the body limit are fixed for the life of the process."""
 
-    __slots__ = ("cut", "head", "header", "length", "rid", "route", "total", "url")
+    __slots__ = ("cut", "head", "header", "length", "route", "total", "url")
 
-    def __init__(self, route: _Route, url: bytes, header: list[bytes | None], length: int,
-                 rid: bytes | None) -> None:
+    def __init__(self, route: _Route, url: bytes, header: list[bytes | None],
+                 length: int) -> None:
         self.route = route
         self.url = url
         self.header = header  # the head's header slots, never changed after
         self.length = length
-        self.rid = rid
         self.head = b""  # the head's bytes, blank line included; set when kept
         self.cut = self.total = 0  # where the body begins, and the request's length
 
@@ -360,6 +359,13 @@ class _Connection(asyncio.Protocol):
             return
         if self.fresh and self.take_known(data):
             return
+        self.feed(data)
+
+    def feed(self, data: bytes) -> None:
+        """Parse `data` and answer every request it completes (the parser's callbacks); learn
+        the head of a usual request that came whole in this read (_Known)."""
+        if self.closing:
+            return
         out: list[bytes] = []
         self.out = out
         fresh, steps = self.fresh, self.steps
@@ -391,15 +397,20 @@ class _Connection(asyncio.Protocol):
                     heads = self.lane.heads
                     if len(heads) >= KNOWN_HEADS:
                         heads.clear()
-                    learnt.keep(data[:end + 4])
-                    heads[data[:end]] = self.last = learnt
+                    head = data[:end + 4]
+                    learnt.keep(head)
+                    heads[head] = self.last = learnt
+        self._flush(out)
+
+    def _flush(self, out: list[bytes]) -> None:
+        """Write the answers one read brought, in one write (writev for several, or for a long
+        answer's head and body), then close if an answer said so."""
         transport = self.transport
         if transport is not None:
-            if out:
-                if len(out) == 1:
-                    transport.write(out[0])
-                else:
-                    transport.writelines(out)
+            if len(out) == 1:
+                transport.write(out[0])
+            elif out:
+                transport.writelines(out)
             if self.closing:
                 transport.close()
 
@@ -410,9 +421,9 @@ class _Connection(asyncio.Protocol):
         if known is None or len(data) != known.total or not data.startswith(known.head):
             # Not the head this connection sent last: perhaps one another connection sent.
             end = data.find(_END)
-            if end < 0:
+            if not 0 < end <= KNOWN_HEAD_BYTES:
                 return False
-            known = self.lane.heads.get(data[:end])
+            known = self.lane.heads.get(data[:end + 4])
             if known is None or len(data) != known.total:
                 return False
             self.last = known
@@ -434,19 +445,12 @@ class _Connection(asyncio.Protocol):
             self._unexpected(route.name, b"POST")
         else:
             if status == 200 and not extra:
-                self._ok(route, body, known.rid)
+                self._ok(route, body, None)
             else:
                 self._answer(status, body, extra, route.name, b"POST", False)
         self.out = None
         self.known = False
-        transport = self.transport
-        if transport is not None:
-            if len(out) == 1:
-                transport.write(out[0])
-            else:
-                transport.writelines(out)
-            if self.closing:
-                transport.close()
+        self._flush(out)
         return True
 
     # -- parser callbacks -----------------------------------------------------------------------
@@ -552,11 +556,13 @@ class _Connection(asyncio.Protocol):
             self._ok(route, out, rid)
             length = self.header[_CONTENT_LENGTH]
             # A head worth keeping: the route's exact path, HTTP/1.1, only the usual headers
-            # (so no Transfer-Encoding, Upgrade or Expect) and a Content-Length that framed it.
+            # (so no Transfer-Encoding, Upgrade or Expect), a Content-Length that framed it, and
+            # no X-Request-Id (a client that sends one sends a new one with every request).
             if (self.plain and length is not None and self.url in ROUTES
-                    and self.header[_EXPECT] is None and parser.get_http_version() == "1.1"
-                    and length.isdigit() and int(length) == len(raw)):
-                self.learnt = _Known(route, self.url, self.header, len(raw), rid)
+                    and self.header[_EXPECT] is None and self.header[_REQUEST_ID] is None
+                    and parser.get_http_version() == "1.1" and length.isdigit()
+                    and int(length) == len(raw)):
+                self.learnt = _Known(route, self.url, self.header, len(raw))
             return
         self._answer(status, out, extra, route.name, method,
                      not self.parser.should_keep_alive())
@@ -837,7 +843,7 @@ class FrontHandler(RequestHandler):
         if not scout.feed(data):
             self._hand_over(scout, front, data, fed=False)
             return
-        front.data_received(data)
+        front.feed(data)
         if scout.begun == scout.done:
             # A request boundary: nothing before it can be needed again.
             scout.begun = scout.done = 0

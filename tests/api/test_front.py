@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient
 
 from litmus.api.fastlane import FastLane, FrontHandler, FrontSite
 from litmus.app import create_app
+from litmus.keys import DRAIN
 from tests.api.test_fastlane import (
     COMPARED,
     Answer,
@@ -129,6 +130,43 @@ async def test_another_route_hands_the_connection_to_aiohttp(client: TestClient,
     assert first.body == third.body
     # The front answered until the listing; aiohttp from then on.
     assert [by_front(a) for a in (first, second, third)] == [True, False, False]
+
+
+async def test_known_heads_on_the_front_until_another_route(client: TestClient, front: int,
+                                                            known_answers: list[int]) -> None:
+    await launched(client, "plain")
+    assign = request("POST", "/api/v1/assign",
+                     orjson.dumps({"experiment": "plain", "unit_id": "u1"}), CLIENT)
+    listing = request("GET", "/api/v1/experiments", None, ADMIN)
+    conn = await Conn.open(front)
+    try:
+        answers = [(await conn.send(assign))[0] for _ in range(3)]
+        # The first taught the lane its head; the next two were known, without a parser.
+        assert known_answers == [2]
+        [listed] = await conn.send(listing)
+        [after] = await conn.send(assign)
+    finally:
+        conn.close()
+    assert [a.status for a in (*answers, listed, after)] == [200] * 5
+    assert [by_front(a) for a in (*answers, listed, after)] == [True, True, True, False, False]
+    assert after.body == answers[0].body
+    assert known_answers == [2]  # the connection was aiohttp's from the listing on
+
+
+async def test_a_known_head_on_the_front_drains(client: TestClient, front: int,
+                                                known_answers: list[int]) -> None:
+    await launched(client, "plain")
+    assign = request("POST", "/api/v1/assign",
+                     orjson.dumps({"experiment": "plain", "unit_id": "u1"}), CLIENT)
+    conn = await Conn.open(front)
+    try:
+        [a] = await conn.send(assign)
+        client.app[DRAIN].begin()
+        [b] = await conn.send(assign)
+    finally:
+        conn.close()
+    assert a.status == 200 and b.status == 503 and b.headers["connection"] == "close"
+    assert known_answers == [0]
 
 
 async def test_pipelined_mixed_requests_are_each_answered_once_in_order(
