@@ -222,7 +222,7 @@ class FastLane:
         self.log_every = observability.debug_enabled()
         self.loop = asyncio.get_running_loop()
         self.connections: set[_Connection] = set()
-        # The heads of the usual requests, by their bytes up to the blank line (see _Known).
+        # The heads of the usual requests, by their bytes, blank line included (see _Known).
         self.heads: dict[bytes, _Known] = {}
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
@@ -570,7 +570,8 @@ class _Connection(asyncio.Protocol):
     # -- answers --------------------------------------------------------------------------------
 
     def _ok(self, route: _Route, body: bytes, rid: bytes | None) -> None:
-        """The usual answer: 200, JSON, kept alive; `rid` the request's sane X-Request-Id."""
+        """The usual answer: 200, JSON, kept alive; `rid` the request's sane X-Request-Id, or
+        None for a new one."""
         if rid is None:
             rid = _new_rid()
         # Called inside data_received, which collects the answers in out.
@@ -592,6 +593,8 @@ class _Connection(asyncio.Protocol):
             self._log(rid, route.name, 200, elapsed, b"POST")
 
     def _keep_alive(self) -> bool:
+        """Whether the request being answered keeps the connection (a known head always does;
+        the parser has not seen it)."""
         return self.known or self.parser.should_keep_alive()
 
     def _route_name(self) -> str:
