@@ -39,6 +39,10 @@ from tests.api.test_fastlane import (
 from tests.conftest import ADMIN, ADMIN_SECRET, CLIENT, launched, make_settings
 from tests.servers import ServerProcess
 
+# The usual assign request of these tests (experiment "plain", which each test launches).
+ASSIGN_U1 = request("POST", "/api/v1/assign",
+                    orjson.dumps({"experiment": "plain", "unit_id": "u1"}), CLIENT)
+
 
 @contextlib.asynccontextmanager
 async def front_of(client: TestClient) -> AsyncIterator[int]:
@@ -112,57 +116,35 @@ async def test_pipelined_random_requests_agree_across_hand_overs(client: TestCli
     assert handed_over >= 3, handed_over
 
 
-async def test_another_route_hands_the_connection_to_aiohttp(client: TestClient,
-                                                            front: int) -> None:
-    await launched(client, "plain")
-    assign = request("POST", "/api/v1/assign",
-                     orjson.dumps({"experiment": "plain", "unit_id": "u1"}), CLIENT)
-    listing = request("GET", "/api/v1/experiments", None, ADMIN)
-    conn = await Conn.open(front)
-    try:
-        [first] = await conn.send(assign)
-        [second] = await conn.send(listing)
-        [third] = await conn.send(assign)
-    finally:
-        conn.close()
-    assert [first.status, second.status, third.status] == [200, 200, 200]
-    assert orjson.loads(second.body)["experiments"][0]["key"] == "plain"
-    assert first.body == third.body
-    # The front answered until the listing; aiohttp from then on.
-    assert [by_front(a) for a in (first, second, third)] == [True, False, False]
-
-
-async def test_known_heads_on_the_front_until_another_route(client: TestClient, front: int,
+async def test_another_route_hands_the_connection_to_aiohttp(client: TestClient, front: int,
                                                             known_answers: list[int]) -> None:
     await launched(client, "plain")
-    assign = request("POST", "/api/v1/assign",
-                     orjson.dumps({"experiment": "plain", "unit_id": "u1"}), CLIENT)
     listing = request("GET", "/api/v1/experiments", None, ADMIN)
     conn = await Conn.open(front)
     try:
-        answers = [(await conn.send(assign))[0] for _ in range(3)]
+        answers = [(await conn.send(ASSIGN_U1))[0] for _ in range(3)]
         # The first taught the lane its head; the next two were known, without a parser.
         assert known_answers == [2]
         [listed] = await conn.send(listing)
-        [after] = await conn.send(assign)
+        [after] = await conn.send(ASSIGN_U1)
     finally:
         conn.close()
     assert [a.status for a in (*answers, listed, after)] == [200] * 5
-    assert [by_front(a) for a in (*answers, listed, after)] == [True, True, True, False, False]
+    assert orjson.loads(listed.body)["experiments"][0]["key"] == "plain"
     assert after.body == answers[0].body
-    assert known_answers == [2]  # the connection was aiohttp's from the listing on
+    # The front answered until the listing; aiohttp from then on, without known heads.
+    assert [by_front(a) for a in (*answers, listed, after)] == [True, True, True, False, False]
+    assert known_answers == [2]
 
 
 async def test_a_known_head_on_the_front_drains(client: TestClient, front: int,
                                                 known_answers: list[int]) -> None:
     await launched(client, "plain")
-    assign = request("POST", "/api/v1/assign",
-                     orjson.dumps({"experiment": "plain", "unit_id": "u1"}), CLIENT)
     conn = await Conn.open(front)
     try:
-        [a] = await conn.send(assign)
+        [a] = await conn.send(ASSIGN_U1)
         client.app[DRAIN].begin()
-        [b] = await conn.send(assign)
+        [b] = await conn.send(ASSIGN_U1)
     finally:
         conn.close()
     assert a.status == 200 and b.status == 503 and b.headers["connection"] == "close"
