@@ -155,7 +155,9 @@ SELECT set_config('statement_timeout', $1, true);
 -- Rows with metric NULL are the exposures (units, events); the others are a metric's units
 -- with events, events, Σ of unit totals and Σ of squared unit totals, each total capped at
 -- the metric's cap ($4 names, $5 caps). Events after a stopped experiment's pinned cutoff are
--- left out, by the fold's rule (sql/fold.sql, fold_read_exposures).
+-- left out, by the fold's rule (sql/fold.sql, fold_read_exposures). The float sums add in a
+-- fixed order (each unit's events by ts and event id, the units by id): the same events give
+-- the same bits whatever plan reads them, so two reads of one breakdown agree exactly.
 WITH u AS MATERIALIZED (
     SELECT unit_id,
            (array_agg(variant ORDER BY ts, hashtextextended(event_id, 0)))[1] AS variant,
@@ -176,7 +178,7 @@ WITH u AS MATERIALIZED (
            u.value IS NOT NULL AND t.value IS NULL AS other
     FROM u LEFT JOIN tracked t ON t.value = u.value
 ), tot AS (
-    SELECT unit_id, metric, count(*) AS events, sum(value) AS total
+    SELECT unit_id, metric, count(*) AS events, sum(value ORDER BY ts, event_id) AS total
     FROM metric_events e WHERE e.experiment_id = $1
       AND NOT EXISTS (SELECT 1 FROM experiments x JOIN fold_cutoffs c ON c.experiment_id = x.id
                       WHERE x.id = e.experiment_id AND e.ts > x.stopped_at
@@ -185,7 +187,7 @@ WITH u AS MATERIALIZED (
 ), caps AS (
     SELECT * FROM unnest($4::text[], $5::float8[]) AS c(metric, cap)
 ), capped AS (
-    SELECT s.value, s.rank, s.other, s.variant, t.metric, t.events,
+    SELECT unit_id, s.value, s.rank, s.other, s.variant, t.metric, t.events,
            least(t.total, coalesce(c.cap, 'Infinity'::float8)) AS total
     FROM seg s JOIN tot t USING (unit_id) LEFT JOIN caps c USING (metric)
 )
@@ -193,8 +195,8 @@ SELECT value, rank, other, variant, NULL::text AS metric, count(*)::bigint AS un
        sum(events)::bigint AS events, 0::float8 AS sum, 0::float8 AS sum_sq
 FROM seg GROUP BY value, rank, other, variant
 UNION ALL
-SELECT value, rank, other, variant, metric, count(*)::bigint, sum(events)::bigint, sum(total),
-       sum(total * total)
+SELECT value, rank, other, variant, metric, count(*)::bigint, sum(events)::bigint,
+       sum(total ORDER BY unit_id), sum(total * total ORDER BY unit_id)
 FROM capped GROUP BY value, rank, other, variant, metric;
 
 -- name: units_export
