@@ -28,10 +28,12 @@ _KNOWN_KEYS: set[str] = set()  # names already checked against the pattern (boun
 _KNOWN_KEYS_MAX = 4096
 
 
-# Attribute objects already checked -> their text: segments repeat (a few countries, a few
-# devices), so most exposures carry an object seen before. Only valid objects are kept, whose
-# values are all strings, so no object with another value can compare equal to a key here.
-_TEXTS: dict[tuple[tuple[str, Any], ...], str] = {}
+# Attribute objects already checked, by their JSON text -> that text: segments repeat (a few
+# countries, a few devices), so most exposures carry an object seen before. The text is the
+# key because it is the cheapest exact key of an object (one orjson call) and what is stored:
+# two objects with one text have the same names, order and values, value types included
+# ({"tier": "1"} and {"tier": 1} differ), and only valid objects are kept.
+_TEXTS: dict[bytes, str] = {}
 _TEXTS_MAX = 4096
 
 
@@ -41,14 +43,14 @@ def attributes_text(raw: Any) -> tuple[str | None, str | None]:
     128 characters without NUL."""
     if type(raw) is not dict:
         return _checked_text(raw)
-    key = tuple(raw.items())
     try:
-        text = _TEXTS.get(key)
-    except TypeError:  # a value that is no string (a list, an object): refused below
+        key = orjson.dumps(raw)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits: refused below
         return _checked_text(raw)
+    text = _TEXTS.get(key)
     if text is not None:
         return text, None
-    text, why = _fresh_text(raw)
+    text, why = _fresh_text(raw, key)
     if text is not None:
         if len(_TEXTS) >= _TEXTS_MAX:
             _TEXTS.clear()
@@ -56,7 +58,7 @@ def attributes_text(raw: Any) -> tuple[str | None, str | None]:
     return text, why
 
 
-def _fresh_text(raw: dict[str, Any]) -> tuple[str | None, str | None]:
+def _fresh_text(raw: dict[str, Any], text: bytes) -> tuple[str | None, str | None]:
     if 0 < len(raw) <= MAX_ATTRIBUTES:
         # The common case first: names seen before, short strings. Anything else takes the
         # full checks below, which say what is wrong.
@@ -65,7 +67,7 @@ def _fresh_text(raw: dict[str, Any]) -> tuple[str | None, str | None]:
                     or len(value) > MAX_ATTRIBUTE_VALUE or "\x00" in value):
                 break
         else:
-            return orjson.dumps(raw).decode(), None
+            return text.decode(), None
     return _checked_text(raw)
 
 

@@ -46,7 +46,8 @@ def covariates_problem(raw: Any) -> str | None:
     return None
 
 
-Cells = tuple[Cov, Cov, Cov, Cov, Cov]
+Cells = Sequence[Cov]
+"""An exposure row's five covariate columns, by declared position."""
 
 
 def declared_positions(metrics: Mapping[str, Any]) -> dict[str, int]:
@@ -66,22 +67,22 @@ def covariate_cells(raw: Any, positions: Mapping[str, int]) -> tuple[Cells | Non
     if type(raw) is dict and 0 < len(raw) <= MAX_COVARIATES:
         # The common case first, without the name pattern: every name declared (so well
         # formed) and every value a finite float or an int; anything else takes the full
-        # checks, which say what is wrong.
-        cells: list[float | None] = [None, None, None, None, None]  # MAX_COVARIATES
+        # checks, which say what is wrong. This runs for every exposure sent with covariates,
+        # so it does the least Python can: one pass, no tuple (the row is built by index).
+        cells: list[Cov] = [None, None, None, None, None]  # MAX_COVARIATES
         try:
             for name, v in raw.items():
-                tv = type(v)
-                if tv is float:
-                    if v - v != 0.0:  # inf or NaN
+                if type(v) is float:
+                    if v - v:  # NaN (inf - inf is NaN too); a finite float less itself is 0.0
                         break
-                    cells[positions[name]] = v
-                elif tv is int:
-                    cells[positions[name]] = float(v)  # finite, or OverflowError
+                elif type(v) is int:
+                    v = float(v)  # OverflowError beyond a float's range
                 else:
                     break
+                cells[positions[name]] = v  # KeyError: undeclared
             else:
-                return tuple(cells), None  # type: ignore[return-value]  # five, by construction
-        except (KeyError, OverflowError):  # undeclared; an int too large for a float
+                return cells, None
+        except (KeyError, OverflowError):
             pass
     row, why = _checked_row(raw, list(positions))
     return (None if why is not None else covariate_columns(row)), why

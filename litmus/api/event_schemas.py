@@ -447,7 +447,10 @@ def validate_events(
                 eid = server_event_id()
             else:
                 claims.append((uid, EXPOSURE, eid))
-            exposures.append((uid, unit, variant, ts, eid, prob, *(cov or NO_COVARIATES), attrs))
+            c = cov or NO_COVARIATES
+            # By index rather than *c: a tuple built in one step, no list in between.
+            exposures.append((uid, unit, variant, ts, eid, prob, c[0], c[1], c[2], c[3], c[4],
+                              attrs))
         else:
             if eid is None:
                 eid = server_event_id()
