@@ -41,7 +41,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from loadtests._harness import TOKEN, api, launch_bench_experiment, litmus_server, run_wrk
-from loadtests.bench_ingest import LUA, _postgres_pids
+from loadtests.bench_ingest import LUA, postgres_cpu_s
 
 ROUNDS = 7
 ROWS = 100_000
@@ -192,11 +192,12 @@ def http_rounds(url: str, luas: dict[bool, str], server_pid: int, data_dir: Path
             tag = f"r{r}{'w' if side else 'n'}"
             tagged = luas[side].replace('"%%d-%%08x%%08x"', f'"{tag}-%%d-%%08x%%08x"')
             assert tagged != luas[side]
-            pids = group_pids(server_pid) + _postgres_pids(data_dir)
-            c0 = cpu_s(pids)
+            server = group_pids(server_pid)
+            c0 = cpu_s(server) + postgres_cpu_s(data_dir)
             events, sent = wrk_rate(url, tagged, seconds)
             rate[side].append(events)
-            cpu_us[side].append((cpu_s(pids) - c0) / max(sent, 1) * 1e6)
+            c1 = cpu_s(group_pids(server_pid)) + postgres_cpu_s(data_dir)
+            cpu_us[side].append((c1 - c0) / max(sent, 1) * 1e6)
     return rate, cpu_us
 
 
