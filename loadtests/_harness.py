@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -164,14 +165,61 @@ def wrk(url: str, body: bytes, seconds: float = 8, connections: int = 64,
     return run_wrk(url, script, seconds, connections)
 
 
-def process_cpu_s(pid: int, gone: float | None = None) -> float:
+def process_cpu_s(pid: int) -> float:
     """CPU seconds (utime + stime) a process used so far. A process that is gone is an error (a
-    benchmark must not print a figure for a server that died under it), unless `gone` says
-    what to count for it (PostgreSQL backends come and go)."""
+    benchmark must not print a figure for a server that died under it)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        if gone is not None:
-            return gone
         raise RuntimeError(f"process {pid} is gone: the server died during the benchmark") from None
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds the processes' threads ran so far (/proc/PID/task/TID/schedstat, ns)."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+def postgres_pids(data_dir: Path) -> list[int]:
+    """The postmaster of the embedded server and every process it started."""
+    try:
+        master = int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    pids = [master]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == master:
+                        pids.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return pids
+
+
+def postgres_cpu_s(data_dir: Path) -> float:
+    """CPU seconds the embedded PostgreSQL used so far: its live processes' threads
+    (/proc/PID/task/TID/schedstat) plus what its exited processes used (the postmaster's
+    cutime and cstime: it reaps every backend and autovacuum worker it started). Without the
+    second part a process that exits during a measured run takes its CPU with it, and a round
+    can even come out negative."""
+    pids = postgres_pids(data_dir)
+    if not pids:
+        return 0.0
+    try:
+        with open(f"/proc/{pids[0]}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        reaped = (int(fields[13]) + int(fields[14])) / _TICK
+    except (OSError, ValueError, IndexError):
+        reaped = 0.0
+    return cpu_s(pids) + reaped

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import http.client
 import json
 import statistics
@@ -40,8 +39,16 @@ from typing import Any
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from loadtests._harness import TOKEN, api, launch_bench_experiment, litmus_server, run_wrk
-from loadtests.bench_ingest import LUA, postgres_cpu_s
+from loadtests._harness import (
+    TOKEN,
+    api,
+    cpu_s,
+    launch_bench_experiment,
+    litmus_server,
+    postgres_cpu_s,
+    run_wrk,
+)
+from loadtests.bench_ingest import LUA
 
 ROUNDS = 7
 ROWS = 100_000
@@ -56,20 +63,6 @@ _PLAIN_EXPOSURE = '\'","variant":"model_b","event_id":"\''
 _PROB_EXPOSURE = '\'","variant":"model_b","probability":0.5,"event_id":"\''
 assert LUA.count(_PLAIN_EXPOSURE) == 1
 LUA_PROB = LUA.replace(_PLAIN_EXPOSURE, _PROB_EXPOSURE)
-
-
-def cpu_s(pids: list[int]) -> float:
-    """CPU seconds the processes' threads ran so far (/proc/PID/task/TID/schedstat, ns)."""
-    total = 0
-    for pid in pids:
-        try:
-            tasks = list(Path(f"/proc/{pid}/task").iterdir())
-        except OSError:
-            continue
-        for task in tasks:
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                total += int((task / "schedstat").read_text().split()[0])
-    return total / 1e9
 
 
 def group_pids(pgid: int) -> list[int]:

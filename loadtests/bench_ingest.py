@@ -37,6 +37,7 @@ from loadtests._harness import (
     free_port,
     launch_bench_experiment,
     litmus_server,
+    postgres_cpu_s,
     process_cpu_s,
     run_wrk,
     wait_post,
@@ -214,44 +215,6 @@ def wrk_events(url: str, size: int, seconds: int, connections: int) -> dict[str,
 
 
 CONNECTIONS = {1: 64, 100: 32, 1000: 16}
-
-
-def postgres_cpu_s(data_dir: Path) -> float:
-    """CPU seconds the embedded PostgreSQL used so far: its live processes' threads
-    (/proc/PID/task/TID/schedstat) plus what its exited processes used (the postmaster's
-    cutime and cstime: it reaps every backend and autovacuum worker it started). Without the
-    second part a process that exits during a measured run takes its CPU with it, and a round
-    can even come out negative."""
-    from loadtests.bench_counterfactual import cpu_s
-
-    pids = _postgres_pids(data_dir)
-    if not pids:
-        return 0.0
-    try:
-        with open(f"/proc/{pids[0]}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        reaped = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        reaped = 0.0
-    return cpu_s(pids) + reaped
-
-
-def _postgres_pids(data_dir: Path) -> list[int]:
-    """The postmaster of the embedded server and every process it started."""
-    try:
-        master = int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return []
-    pids = [master]
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == master:
-                        pids.append(int(entry))
-            except (OSError, ValueError, IndexError):
-                pass
-    return pids
 
 
 
