@@ -28,13 +28,41 @@ _KNOWN_KEYS: set[str] = set()  # names already checked against the pattern (boun
 _KNOWN_KEYS_MAX = 4096
 
 
-# Attribute objects already checked, by their JSON text -> that text: segments repeat (a few
-# countries, a few devices), so most exposures carry an object seen before. The text is the
-# key because it is the cheapest exact key of an object (one orjson call) and what is stored:
-# two objects with one text have the same names, order and values, value types included
-# ({"tier": "1"} and {"tier": 1} differ), and only valid objects are kept.
+# Attribute objects already checked, by a JSON text of them -> the text stored: segments
+# repeat (a few countries, a few devices), so most exposures carry an object seen before. A
+# JSON text is an exact key of the object it parses to: two objects with one text have the
+# same names, order and values, value types included ({"tier": "1"} and {"tier": 1} differ),
+# and only valid objects are kept. The keys are orjson's text of a parsed object
+# (attributes_text) or the bytes a request carried (attributes_from_json); both parse to it.
 _TEXTS: dict[bytes, str] = {}
 _TEXTS_MAX = 4096
+
+
+def _remember(key: bytes, text: str) -> None:
+    if len(_TEXTS) >= _TEXTS_MAX:
+        _TEXTS.clear()
+    _TEXTS[key] = text
+
+
+def attributes_from_json(raw: bytes) -> tuple[bool, str | None]:
+    """The JSON text of an `attributes` value as sent -> (valid, the text stored: None for
+    null or an empty object); attributes_text says why an invalid one is refused. For the
+    events routes' decoder, which keeps the value unparsed: most are a hit on these bytes."""
+    text = _TEXTS.get(raw)
+    if text is not None:
+        return True, text
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False, None
+    if parsed is None:  # null: as if not sent
+        return True, None
+    text, why = attributes_text(parsed)
+    if why is not None:
+        return False, None
+    if text is not None:
+        _remember(raw, text)
+    return True, text
 
 
 def attributes_text(raw: Any) -> tuple[str | None, str | None]:
@@ -52,9 +80,7 @@ def attributes_text(raw: Any) -> tuple[str | None, str | None]:
         return text, None
     text, why = _fresh_text(raw, key)
     if text is not None:
-        if len(_TEXTS) >= _TEXTS_MAX:
-            _TEXTS.clear()
-        _TEXTS[key] = text
+        _remember(key, text)
     return text, why
 
 

@@ -54,14 +54,19 @@ async def read_json_sized(request: web.Request, *, send: str = "a JSON object",
     `send` says what an empty body should have held and `limit_hint` how to stay under the
     size limit. With `finite_only` (event ingestion: a metric value must be a finite number,
     README) NaN or Infinity gets its own 422 rather than the generic "not valid JSON"."""
+    raw = await read_body(request, limit_hint=limit_hint)
+    return loads_body(raw, send=send, finite_only=finite_only), len(raw)
+
+
+async def read_body(request: web.Request, *, limit_hint: str = "") -> bytes:
+    """The body's bytes, or 413 saying how to stay under the size limit (`limit_hint`)."""
     try:
-        raw = await request.read()
+        return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(
             f"request body is larger than the limit of {request.app._client_max_size} bytes"
             + (f"; {limit_hint}" if limit_hint else "")
         ) from None
-    return loads_body(raw, send=send, finite_only=finite_only), len(raw)
 
 
 def loads_body(raw: bytes, *, send: str = "a JSON object", finite_only: bool = False) -> Any:
