@@ -1,8 +1,9 @@
 """Covariates benchmark: what exposures carrying CUPED covariates cost on the ingest path.
 
 Every figure is a ratio against a baseline measured in the same run, alternated with it:
-0. In process: `validate_events` on a 1000-event batch (two exposures in three) whose exposures
-   carry two declared covariates (`{"pre_sessions": u % 50, "pre_revenue": u % 7 + 0.5}`)
+0. In process: the events route's check (JSON bytes -> rows: the typed decoder `decode_events`,
+   else orjson and `validate_events`) on a 1000-event batch (two exposures in three) whose
+   exposures carry two declared covariates (`{"pre_sessions": u % 50, "pre_revenue": u % 7 + 0.5}`)
    against the same batch without them, ROUNDS rounds.
 1. Write path in PostgreSQL (embedded, durable defaults): 100,000 exposure rows COPYed in
    batches of 5000 with two of the five covariate columns filled (migration 0017) against the
@@ -69,25 +70,33 @@ LUA_COV_ATTRS = LUA.replace(_PLAIN_EXPOSURE,
                             _COV_EXPOSURE.replace('\'.5},"event_id":"\'', _ATTRS))
 
 
-def validation() -> None:
-    """In process: a 1000-event batch with two covariates on every exposure against without."""
-    from litmus.api.event_schemas import validate_events
+def validation(attributes: bool) -> None:
+    """In process: a 1000-event batch with two covariates (and with `attributes` two segment
+    attributes) on every exposure against without, as JSON bytes through the route's check."""
+    import orjson
+
+    from litmus.api.event_decode import decode_events
     from litmus.db.events import EXPOSURE_COLUMNS
     from loadtests.bench_ingest import _Entry, events
 
     plain = {"events": events(1000)}
     with_c = {"events": [
-        dict(e, covariates={"pre_sessions": u % 50, "pre_revenue": u % 7 + 0.5})
+        dict(e, covariates={"pre_sessions": u % 50, "pre_revenue": u % 7 + 0.5},
+             **({"attributes": {"country": f"c{u % 20}", "device": "ios"}} if attributes
+                else {}))
         if e["type"] == "exposure" else e for u, e in enumerate(plain["events"])]}
     entry: Any = _Entry()
     entry.experiment = dataclasses.replace(entry.experiment, metrics=METRICS)
     now = datetime.now(UTC)
-    checked = validate_events(with_c, "typed", lambda _: entry, now).exposures
+    typed = decode_events(orjson.dumps(with_c), "typed", lambda _: entry, now)
+    assert typed is not None, "the typed decoder refused the batch"
     cov_at = EXPOSURE_COLUMNS.index("covariate_2")
-    assert checked and checked[-1][cov_at] is not None, "the covariates were not kept"
+    assert typed.exposures[-1][cov_at] is not None, "the covariates were not kept"
+    assert (typed.exposures[-1][-1] is not None) == attributes, "attributes kept or not"
     per_event = validation_costs({True: with_c, False: plain}, entry, ROUNDS)
     ratios = [b / a for a, b in zip(per_event[True], per_event[False], strict=True)]
-    print(f"parse  validate_events, 1000 events (CPU time), without covariates "
+    what = "covariates and attributes" if attributes else "covariates"
+    print(f"parse  JSON -> rows as the events route does, 1000 events (CPU time), without {what} "
           f"{statistics.median(per_event[False]) * 1e6:6.2f} us/event (baseline)   with "
           f"{statistics.median(per_event[True]) * 1e6:6.2f} us/event", flush=True)
     print(f"parse  rate ratio with/without per round: {per_round(ratios)}", flush=True)
@@ -194,14 +203,14 @@ def main() -> None:
     parser.add_argument("--http-rounds", type=int, default=HTTP_ROUNDS,
                         help=f"alternated HTTP rounds of {HTTP_SECONDS} s each (default {HTTP_ROUNDS})")
     parser.add_argument("--attributes", action="store_true",
-                        help="the HTTP part's exposures also carry two segment attributes")
+                        help="the exposures also carry two segment attributes")
     args = parser.parse_args()
     print("== covariates benchmark (server on core 0, wrk on core 1, embedded PostgreSQL on "
           f"both; load average {os.getloadavg()[0]:.2f})", flush=True)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="litmus-bench-cov-") as tmp:
         if not args.http_only:
-            validation()
+            validation(args.attributes)
             from litmus.db.pool import run_migrations, start_embedded
 
             dsn = start_embedded(Path(tmp) / "write", cleanup_mode="stop")

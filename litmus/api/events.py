@@ -30,7 +30,7 @@ async def _ingest(request: web.Request, kind: EventKind) -> web.Response:
     wait = _wait(request)
     raw = await read_body(request, limit_hint="send at most 10,000 events per request")
     lookup, now = request.app[REGISTRY].get, datetime.now(UTC)
-    # A well-formed batch takes the fast lane; anything else (and every refusal, with its
+    # A well-formed batch is decoded typed; anything else (and every refusal, with its
     # reasons) the full path.
     batch = decode_events(raw, kind, lookup, now)
     if batch is None:

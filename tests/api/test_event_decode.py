@@ -1,6 +1,6 @@
-"""The events routes' fast lane (litmus/api/event_decode.py) against the full path.
+"""The events routes' typed decoder (litmus/api/event_decode.py) against the full path.
 
-The fast lane may only say yes to what validate_events accepts, with the same rows; every
+The decoder may only say yes to what validate_events accepts, with the same rows; every
 other body goes the full path, which names the problems. Checked on generated bodies, valid
 and not, in two JSON layouts, for the three routes."""
 
@@ -156,18 +156,18 @@ def _comparable(batch: EventBatch) -> tuple[Any, ...]:
 
 @settings(max_examples=1500, deadline=None)
 @given(case=bodies())
-def test_the_fast_lane_accepts_only_what_the_full_path_accepts_with_the_same_rows(
+def test_the_decoder_accepts_only_what_the_full_path_accepts_with_the_same_rows(
         case: tuple[EventKind, bytes, bool]) -> None:
     kind, raw, valid = case
     fast, full = _check(raw, kind)
     if valid and raw.startswith(b'{"events"') and b'"dup"' not in raw:
-        # Well-formed batches of valid events are what the lane is for: it takes them.
+        # Well-formed batches of valid events are what the decoder is for: it takes them.
         assert full, raw
         assert fast, raw
 
 
 def _check(raw: bytes, kind: EventKind) -> tuple[bool, bool]:
-    """The lane's property on one body; (fast took it, full took it)."""
+    """The decoder's property on one body; (it took it, the full path took it)."""
     fast = decode_events(raw, kind, lookup, NOW)
     full = _full(raw, kind)
     if fast is not None:
@@ -191,7 +191,7 @@ BASE: dict[str, dict[str, Any]] = {
                                       ("metric", "metric")])
 def test_every_single_change_of_a_valid_event(kind: EventKind, typ: str) -> None:
     """Each field of a valid event set to each value of every field's pool, dropped, or
-    null, beside a valid event: the lane agrees with the full path on all of them, and takes
+    null, beside a valid event: the decoder agrees with the full path on all of them, and takes
     every body the full path takes."""
     base = dict(BASE[typ], **({"type": typ} if kind == "typed" else {}))
     taken = refused = 0
@@ -211,7 +211,7 @@ def test_every_single_change_of_a_valid_event(kind: EventKind, typ: str) -> None
 
 
 @pytest.mark.parametrize("raw", [
-    # Things only the full path says, each of which the lane hands over.
+    # Things only the full path says, each of which the decoder hands over.
     b'{"events": []}',
     b'{"events": [{"type": "exposure", "experiment": "exp", "unit_id": "u", "variant": "a"}],'
     b' "extra": 1}',
@@ -229,7 +229,7 @@ def test_every_single_change_of_a_valid_event(kind: EventKind, typ: str) -> None
     b' "metric": null}]}',
     b'',
 ])
-def test_what_the_lane_hands_to_the_full_path(raw: bytes) -> None:
+def test_what_the_decoder_hands_to_the_full_path(raw: bytes) -> None:
     assert decode_events(raw, "typed", lookup, NOW) is None
 
 
