@@ -104,7 +104,7 @@ def core_loop_rate(seconds: float = 0.5) -> float:
     averaged over `seconds` (as wrk's rates are averages; a best-of-N would flatter it)."""
     exp = Experiment(id="bench", key="bench", name="b", description="d", owner_team="t",
                      status="running", ramp=1.0,
-                     variants=(Variant("model_a", 0.5, {"model": "m"}), Variant("model_b", 0.5)))
+                     variants=(Variant("model_a", 0.5, config={"model": "m"}), Variant("model_b", 0.5)))
     c = compile_experiment(exp)
     units = [f"user-{i}" for i in range(1000)]
 

@@ -47,7 +47,7 @@ def serve_variant(variant: str) -> None:
             app.middlewares.remove(observe_middleware)
         return app
 
-    appmod.create_app = create_app  # type: ignore[assignment]
+    appmod.create_app = create_app
     raise SystemExit(main(["serve"]))
 
 
@@ -63,7 +63,7 @@ def in_process(rounds: int) -> None:
     async def run() -> tuple[float, float]:
         app = create_app(Settings())
         req = make_mocked_request("POST", "/api/v1/assign", app=app)
-        req._match_info = await app.router.resolve(req)  # type: ignore[attr-defined]
+        req._match_info = await app.router.resolve(req)
 
         async def handler(_: web.Request) -> web.StreamResponse:
             return web.Response(body=b'{"variant":"model_a"}', content_type="application/json")

@@ -191,7 +191,8 @@ async def main(total: int, covariates: bool = False) -> None:
             print_steps(rec)
             if covariates:
                 await print_cuped(conn, uid)
-            steps, plain = [], []
+            steps: list[float] = []
+            plain: list[float] = []
             with_sketches = ExperimentUnits._sketch
             for i in range(2 * STEADY_ROUNDS):
                 sketching = i % 2 == 0

@@ -62,12 +62,13 @@ FIELDS: dict[str, list[Any]] = {
     "covariates": [{"pre_sessions": 3}, {"pre_sessions": 3, "pre_revenue": 2.5},
                    {"pre_revenue": 1e308, "pre_sessions": -0.0}, {}, {"tenure": 1},
                    {"pre_sessions": True}, {"pre_sessions": "3"}, {"pre_sessions": 2**70},
-                   {"Bad": 1}, [1], None, {f"c{i}": 1 for i in range(6)}],
+                   {"Bad": 1}, [1], None, {f"c{i}": 1 for i in range(6)},
+                   {"pre_revenue": 123456789012345678901234567891}],
     "attributes": [{"country": "DE"}, {"country": "DE", "device": "ios"}, {"device": "ios"}, {},
                    {"country": 1}, {"country": ""}, {"country": "a\x00"}, {"Bad Key": "x"},
                    {"country": "x" * 129}, None, "DE", {f"k{i}": "v" for i in range(6)}],
     "metric": ["revenue", "latency_ms", "Bad", "", 3, None],
-    "value": [1, 2.5, -3, 0, True, "1", None, 1e308],
+    "value": [1, 2.5, -3, 0, True, "1", None, 1e308, 2**70, -(10**29) - 7, 10**400],
     "type": ["exposure", "metric", "conversion", "other", None, 1],
 }
 ROUTE_FIELDS: dict[str, tuple[str, ...]] = {
