@@ -1,7 +1,8 @@
 """The events routes' typed decoder for well-formed batches: msgspec decodes
-`{"events": [...]}` straight into typed structs, so the field types (strings, finite numbers, covariate values)
-are checked in C as the JSON is read, and an exposure's `attributes` stay as the bytes sent,
-which key the cache of checked objects (attributes.attributes_from_json).
+`{"events": [...]}` straight into typed structs, so the field types (strings, finite
+numbers, covariate values) are checked in C as the JSON is read, and an exposure's
+`attributes` stay as the bytes sent, which key the cache of checked objects
+(attributes.attributes_from_json).
 
 It only ever says yes: a body it would accept is accepted by `validate_events` too, with the
 same rows (tests/api/test_event_decode.py checks this on generated bodies, valid and not).
