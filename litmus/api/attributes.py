@@ -19,7 +19,7 @@ KEY_ERROR = ("must be an attribute name: lower-case letters, digits, '_' or '-',
 
 def attribute_key_problem(key: Any) -> str | None:
     """Why `key` cannot name a segment attribute (None: fine)."""
-    if type(key) is not str or not _KEY.match(key):
+    if type(key) is not str or not _KEY.fullmatch(key):  # "$" also matches before "\n"
         return f"{key!r} {KEY_ERROR}"
     return None
 
@@ -36,6 +36,7 @@ _KNOWN_KEYS_MAX = 4096
 # (attributes_text) or the bytes a request carried (attributes_from_json); both parse to it.
 _TEXTS: dict[bytes, str] = {}
 _TEXTS_MAX = 4096
+_SENT_KEY_MAX = 1024  # bytes: a valid object padded with spaces or repeated keys is not kept
 
 
 def _remember(key: bytes, text: str) -> None:
@@ -60,7 +61,7 @@ def attributes_from_json(raw: bytes) -> tuple[bool, str | None]:
     text, why = attributes_text(parsed)
     if why is not None:
         return False, None
-    if text is not None:
+    if text is not None and len(raw) <= _SENT_KEY_MAX:
         _remember(raw, text)
     return True, text
 

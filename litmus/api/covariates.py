@@ -39,7 +39,7 @@ def covariates_problem(raw: Any) -> str | None:
     if len(raw) > MAX_COVARIATES:
         return f"at most {MAX_COVARIATES} covariates (got {len(raw)})"
     for name, v in raw.items():
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):  # fullmatch: "$" also matches before a final newline
             return f"{name!r} {NAME_ERROR}"
         if not _number(v):
             return f"{name}: must be a finite number"

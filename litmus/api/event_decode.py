@@ -38,6 +38,7 @@ from litmus.api.event_schemas import (
     _served_weight,
     parse_ts,
 )
+from litmus.core.unitfold import MAX_COVARIATES
 from litmus.db.events import Cov
 from litmus.services.ingest import EXPOSURE, METRIC, EventBatch, server_event_id, to_micros
 
@@ -120,7 +121,9 @@ def decode_events(raw: bytes, kind: EventKind, lookup: Lookup, now: datetime,
     events: list[_Typed] | list[_Exposure] | list[_Metric]
     try:
         events = _DECODERS[kind].decode(raw).events
-    except msgspec.DecodeError:  # malformed, a single event, or a field the structs refuse
+    except (msgspec.DecodeError, RecursionError):
+        # Malformed, a single event, or a field the structs refuse; or an `attributes` value
+        # nested deeper than msgspec walks when it measures the value it keeps unparsed.
         return None
     if not events or len(events) > MAX_EVENTS:
         return None
@@ -173,7 +176,7 @@ def decode_events(raw: bytes, kind: EventKind, lookup: Lookup, now: datetime,
                 prob = p
             else:
                 return None
-            c: list[Cov] = [None, None, None, None, None]  # MAX_COVARIATES
+            c: list[Cov] = [None] * MAX_COVARIATES
             cov = ev.covariates
             if cov is not None and cov is not UNSET:
                 positions = res.covariates
@@ -205,7 +208,7 @@ def decode_events(raw: bytes, kind: EventKind, lookup: Lookup, now: datetime,
                 if typ == "metric":
                     return None
                 metric = "conversion"
-            elif _SLUG.match(m):
+            elif _SLUG.fullmatch(m):
                 metric = m
             else:
                 return None

@@ -408,7 +408,7 @@ def validate_events(
         if typ != "exposure":
             m = ev.get("metric")
             if m is not None:
-                if type(m) is str and _SLUG.match(m):
+                if type(m) is str and _SLUG.fullmatch(m):
                     metric = m
                 else:
                     errs = errs or []

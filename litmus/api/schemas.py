@@ -225,7 +225,7 @@ class ListQuery(Strict):
 def slugify(name: str) -> str:
     """A key made from a name: lower-case, dashes, at most 64 characters."""
     s = re.sub(r"[^a-z0-9_]+", "-", name.lower()).strip("-_")[:64].strip("-_")
-    return s if s and re.match(SLUG, s) else f"exp-{secrets.token_hex(4)}"
+    return s if s and re.fullmatch(SLUG, s) else f"exp-{secrets.token_hex(4)}"
 
 
 def cross_check(data: ExperimentIn) -> None:

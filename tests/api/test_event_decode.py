@@ -11,17 +11,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
+from aiohttp.test_utils import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from litmus.api import attributes
 from litmus.api.assign import MAX_UNIT_ID
 from litmus.api.event_decode import decode_events
 from litmus.api.event_schemas import MAX_EVENT_ID, EventKind, validate_events
 from litmus.core.models import Experiment, Variant
 from litmus.errors import PayloadTooLarge, ValidationFailed
 from litmus.services.ingest import EventBatch
+from tests.conftest import CLIENT, launched
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -63,11 +67,12 @@ FIELDS: dict[str, list[Any]] = {
                    {"pre_revenue": 1e308, "pre_sessions": -0.0}, {}, {"tenure": 1},
                    {"pre_sessions": True}, {"pre_sessions": "3"}, {"pre_sessions": 2**70},
                    {"Bad": 1}, [1], None, {f"c{i}": 1 for i in range(6)},
-                   {"pre_revenue": 123456789012345678901234567891}],
+                   {"pre_revenue": 123456789012345678901234567891}, {"pre_sessions\n": 1}],
     "attributes": [{"country": "DE"}, {"country": "DE", "device": "ios"}, {"device": "ios"}, {},
                    {"country": 1}, {"country": ""}, {"country": "a\x00"}, {"Bad Key": "x"},
-                   {"country": "x" * 129}, None, "DE", {f"k{i}": "v" for i in range(6)}],
-    "metric": ["revenue", "latency_ms", "Bad", "", 3, None],
+                   {"country": "x" * 129}, None, "DE", {f"k{i}": "v" for i in range(6)},
+                   {"country\n": "DE"}],
+    "metric": ["revenue", "latency_ms", "Bad", "", 3, None, "revenue\n"],
     "value": [1, 2.5, -3, 0, True, "1", None, 1e308, 2**70, -(10**29) - 7, 10**400],
     "type": ["exposure", "metric", "conversion", "other", None, 1],
 }
@@ -229,6 +234,15 @@ def test_every_single_change_of_a_valid_event(kind: EventKind, typ: str) -> None
     b'{"events": [{"type": "exposure", "experiment": "exp", "unit_id": "u", "variant": "a",'
     b' "metric": null}]}',
     b'',
+    # msgspec walks an unparsed value to find its end, and gives up (RecursionError) deep
+    # down where orjson's own depth limit refuses the body.
+    b'{"events":[{"type":"exposure","experiment":"exp","unit_id":"u","variant":"a",'
+    b'"attributes":{"a":' + b"[" * 3000 + b"]" * 3000 + b"}}]}",
+    # "$" matches before a final newline: names are matched whole.
+    b'{"events":[{"type":"metric","experiment":"exp","unit_id":"u","metric":"revenue\\n",'
+    b'"value":1}]}',
+    b'{"events":[{"type":"exposure","experiment":"exp","unit_id":"u","variant":"a",'
+    b'"attributes":{"country\\n":"DE"}}]}',
 ])
 def test_what_the_decoder_hands_to_the_full_path(raw: bytes) -> None:
     assert decode_events(raw, "typed", lookup, NOW) is None
@@ -249,3 +263,46 @@ def test_attributes_sent_in_any_layout_are_stored_as_one_text() -> None:
         assert full is not None
         texts.add(full.exposures[0][-1])
     assert texts == {'{"country":"FR","device":"web"}'}
+
+
+def test_padded_attributes_are_not_kept_as_cache_keys() -> None:
+    """The cache of checked attributes is keyed by the bytes sent only when they are short: a
+    valid object padded with spaces (or a key repeated) is checked, stored as its text, and
+    not kept, so a request cannot pin megabytes in the cache."""
+    padded = b'{"country":"PT"' + b" " * 100_000 + b"}"
+    raw = (b'{"events":[{"type":"exposure","experiment":"exp","unit_id":"u","variant":"a",'
+           b'"attributes":' + padded + b"}]}")
+    fast = decode_events(raw, "typed", lookup, NOW)
+    assert fast is not None and fast.exposures[0][-1] == '{"country":"PT"}'
+    assert padded not in attributes._TEXTS
+    assert max(map(len, attributes._TEXTS)) <= 1024
+
+
+async def test_deeply_nested_attributes_are_a_clear_400(client: TestClient,
+                                                        db: asyncpg.Connection) -> None:
+    """Nesting deeper than JSON parsers go is refused with 400, not a server error, and
+    nothing is stored."""
+    await launched(client)
+    deep = b"[" * 3000 + b"]" * 3000
+    for path in ("/api/v1/events", "/api/v1/events/exposure"):
+        body = (b'{"events":[{"type":"exposure",' if path.endswith("events") else
+                b'{"events":[{') + (b'"experiment":"ranker","unit_id":"u","variant":"model_a",'
+                                    b'"attributes":{"a":' + deep + b"}}]}")
+        resp = await client.post(path, data=body,
+                                 headers={**CLIENT, "Content-Type": "application/json"})
+        got = await resp.json()
+        assert resp.status == 400, got
+        assert "not valid JSON" in got["error"]["message"], got
+    assert await db.fetchval("SELECT count(*) FROM exposures") == 0
+
+
+@pytest.mark.parametrize("field,value", [("metric", "revenue\n"),
+                                         ("covariates", {"pre_sessions\n": 1}),
+                                         ("attributes", {"country\n": "DE"})])
+def test_a_name_with_a_final_newline_is_refused(field: str, value: Any) -> None:
+    """Names are matched whole: a regex's "$" would also match before a final newline."""
+    typ = "metric" if field == "metric" else "exposure"
+    ev = dict(BASE[typ], type=typ, **{field: value})
+    raw = json.dumps({"events": [ev]}).encode()
+    assert _full(raw, "typed") is None
+    assert decode_events(raw, "typed", lookup, NOW) is None
