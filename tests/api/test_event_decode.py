@@ -2,7 +2,8 @@
 
 The decoder may only say yes to what validate_events accepts, with the same rows; every
 other body goes the full path, which names the problems. Checked on generated bodies, valid
-and not, in two JSON layouts, for the three routes."""
+and not (compact or spaced JSON, some with a key sent twice), on every single-field change of
+a valid event, and on bodies only the full path can answer, for the three routes."""
 
 from __future__ import annotations
 
