@@ -1,10 +1,10 @@
 """Covariates benchmark: what exposures carrying CUPED covariates cost on the ingest path.
 
 Every figure is a ratio against a baseline measured in the same run, alternated with it:
-0. In process: the events route's check (JSON bytes -> rows: the typed decoder `decode_events`,
-   else orjson and `validate_events`) on a 1000-event batch (two exposures in three) whose
-   exposures carry two declared covariates (`{"pre_sessions": u % 50, "pre_revenue": u % 7 + 0.5}`)
-   against the same batch without them, ROUNDS rounds.
+0. In process: the events route's typed decoder (JSON bytes -> rows, `decode_events`) on a
+   1000-event batch (two exposures in three) whose exposures carry two declared covariates
+   (`{"pre_sessions": u % 50, "pre_revenue": u % 7 + 0.5}`) against the same batch without
+   them, ROUNDS rounds.
 1. Write path in PostgreSQL (embedded, durable defaults): 100,000 exposure rows COPYed in
    batches of 5000 with two of the five covariate columns filled (migration 0017) against the
    same rows with it NULL, into two tables of the same shape and indexes (`exposures` and a
@@ -72,7 +72,7 @@ LUA_COV_ATTRS = LUA.replace(_PLAIN_EXPOSURE,
 
 def validation(attributes: bool) -> None:
     """In process: a 1000-event batch with two covariates (and with `attributes` two segment
-    attributes) on every exposure against without, as JSON bytes through the route's check."""
+    attributes) on every exposure against without, as JSON bytes through the typed decoder."""
     import orjson
 
     from litmus.api.event_decode import decode_events
@@ -89,14 +89,14 @@ def validation(attributes: bool) -> None:
     entry.experiment = dataclasses.replace(entry.experiment, metrics=METRICS)
     now = datetime.now(UTC)
     typed = decode_events(orjson.dumps(with_c), "typed", lambda _: entry, now)
-    assert typed is not None, "the typed decoder refused the batch"
+    assert typed is not None  # validation_costs checks it too; the rows are looked at here
     cov_at = EXPOSURE_COLUMNS.index("covariate_2")
     assert typed.exposures[-1][cov_at] is not None, "the covariates were not kept"
     assert (typed.exposures[-1][-1] is not None) == attributes, "attributes kept or not"
     per_event = validation_costs({True: with_c, False: plain}, entry, ROUNDS)
     ratios = [b / a for a, b in zip(per_event[True], per_event[False], strict=True)]
     what = "covariates and attributes" if attributes else "covariates"
-    print(f"parse  JSON -> rows as the events route does, 1000 events (CPU time), without {what} "
+    print(f"parse  decode_events (JSON -> rows), 1000 events (CPU time), without {what} "
           f"{statistics.median(per_event[False]) * 1e6:6.2f} us/event (baseline)   with "
           f"{statistics.median(per_event[True]) * 1e6:6.2f} us/event", flush=True)
     print(f"parse  rate ratio with/without per round: {per_round(ratios)}", flush=True)
